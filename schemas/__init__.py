@@ -1,0 +1,1 @@
+"""Event and KPI models: the wire contract of crm-kpi-stream."""

@@ -1,0 +1,1 @@
+"""crm-kpi-stream: real-time CRM KPIs from Kafka events."""
