@@ -15,8 +15,11 @@ from pydantic import (
     Field,
     StringConstraints,
     TypeAdapter,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 CHANNELS = (
     "organic",
@@ -50,6 +53,7 @@ MAX_COUNT = 1_000_000_000
 """Upper bound of a pre-aggregated `count`."""
 
 _PERIOD = re.compile(r"^(20\d\d|2100)-(0[1-9]|1[0-2])$")
+_RFC3339_START = re.compile(r"^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
 
 
 def _closed(vocabulary: tuple[str, ...]) -> Any:
@@ -65,15 +69,24 @@ def _closed(vocabulary: tuple[str, ...]) -> Any:
 
 
 def _rfc3339(value: Any) -> Any:
-    # Pydantic would also read a bare number as Unix time; the contract asks
-    # for an RFC 3339 string, so anything else is refused before parsing.
-    if not isinstance(value, str | datetime):
-        raise ValueError("expected an RFC 3339 timestamp string with an offset")
+    # Pydantic would also read a number, or a string of digits, as Unix time;
+    # the contract asks for an RFC 3339 date and time, so anything that does
+    # not start like one is refused before parsing.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339_START.match(value):
+        raise ValueError(
+            "expected an RFC 3339 timestamp string with an offset,"
+            " like 2024-05-01T10:00:00Z"
+        )
     return value
 
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+# Pydantic's JSON parser reads a JSON number with a fraction or exponent as a
+# double, so `validate_json` keeps at most 15 significant digits of it;
+# stream.ingest reads records holding longer numbers again, exactly.
 Money = Annotated[
     Decimal, Field(allow_inf_nan=False, ge=0, lt=MAX_MONEY, max_digits=40)
 ]
@@ -216,14 +229,31 @@ class DealLost(Envelope):
     rep_id: Id
     reason: LostReason
     amount: Money | None = None
-    currency: Currency | None = None
+    currency: Currency | None = Field(None, validate_default=True)
     lead_id: Id | None = None
 
-    @model_validator(mode="after")
-    def _amount_has_currency(self) -> DealLost:
-        if self.amount is not None and self.currency is None:
-            raise ValueError("amount is given without its currency")
-        return self
+    # Published JSON Schema: an amount that is not null needs a currency.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {
+                "properties": {"amount": {"not": {"type": "null"}}},
+                "required": ["amount"],
+            },
+            "then": {
+                "properties": {"currency": {"type": "string"}},
+                "required": ["currency"],
+            },
+        }
+    )
+
+    @field_validator("currency")
+    @classmethod
+    def _amount_has_currency(cls, value: str | None, info: ValidationInfo) -> Any:
+        # Checked on the field rather than on the model so that the error
+        # names `currency` and reads as a missing field, like any other.
+        if value is None and info.data.get("amount") is not None:
+            raise PydanticCustomError("missing", "Field required when amount is given")
+        return value
 
 
 class QuotaSet(Envelope):
