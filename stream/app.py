@@ -1,0 +1,295 @@
+"""The Faust application: the path of an event from its topic to the KPIs.
+
+1. `ingest` reads CRM event records from the events topic (any number of
+   partitions, shared among workers), validates each one, sends invalid ones to
+   the dead-letter topic, converts money to the reporting currency and forwards
+   the valid events, a batch per record, to the single-partition admitted
+   topic.
+2. `compute` reads the admitted topic. Its one partition makes one worker at a
+   time the holder of the KPI state, so every KPI sees every event and the
+   watermark is global. It deduplicates, drops late events to the late topic,
+   applies the rest to the `KpiEngine`, and checkpoints the engine with the
+   offset it includes.
+3. A timer publishes the KPI values: Prometheus gauges and the snapshot feeds.
+
+Exactly-once KPI state: `compute` acknowledges records only once a checkpoint
+that includes them is in the changelog, so the committed offset never passes
+the checkpoint; records replayed after a restart that the checkpoint already
+holds are skipped by offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from faust.types import EventT, StreamT
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from schemas.admitted import AdmittedBatch, AdmittedEvent
+from stream import checkpoints
+from stream.errors import InvalidEventError
+from stream.exporters import KpiGauges, PipelineMetrics
+from stream.ingest import dead_letter_for, decode, to_reporting
+from stream.kpis import Admission, KpiEngine
+from stream.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+settings: Settings = get_settings()
+
+app = faust.App(
+    settings.app_id,
+    broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+    store="memory://",
+    datadir=str(settings.data_dir),
+    topic_partitions=1,
+    topic_replication_factor=settings.replication_factor,
+    consumer_auto_offset_reset="earliest",
+    producer_acks=-1,
+    broker_commit_interval=1.0,
+    # `compute` holds acknowledgements until a checkpoint covers them; waiting
+    # for every stream to drain on a rebalance would wait for that checkpoint.
+    stream_wait_empty=False,
+    web_bind=settings.web_host,
+    web_port=settings.web_port,
+    web_host=settings.web_host,
+    web_in_thread=False,
+)
+
+events_topic = app.topic(
+    settings.events_topic,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.events_partitions,
+)
+admitted_topic = app.topic(
+    f"{settings.app_id}-admitted",
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=1,
+    internal=True,
+)
+dead_letter_topic = app.topic(
+    settings.dead_letter_topic, key_serializer="raw", value_serializer="raw"
+)
+late_topic = app.topic(settings.late_topic, key_serializer="raw", value_serializer="raw")
+
+checkpoint_table = app.Table(
+    "kpi-checkpoint",
+    partitions=1,
+    key_type=str,
+    value_type=bytes,
+    value_serializer="raw",
+)
+
+metrics = PipelineMetrics(REGISTRY)
+gauges = KpiGauges(REGISTRY, settings.reporting_currency)
+
+INGEST_BATCH = 1000
+INGEST_WITHIN_SECONDS = 0.02
+
+
+@app.agent(events_topic)
+async def ingest(stream: StreamT[bytes]) -> None:
+    """Validate event records; forward the valid, dead-letter the rest."""
+    async for batch in stream.take_events(INGEST_BATCH, within=INGEST_WITHIN_SECONDS):
+        now = datetime.now(UTC)
+        admitted: list[AdmittedEvent] = []
+        pending = []
+
+        for record in batch:
+            message = record.message
+            metrics.consumed.labels(message.topic).inc()
+            try:
+                event = to_reporting(decode(message.value, settings, now), settings)
+            except InvalidEventError as error:
+                logger.warning(
+                    "invalid record topic=%s partition=%s offset=%s reason=%s",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    error.reason,
+                )
+                metrics.invalid.labels(error.reason).inc()
+                letter = dead_letter_for(
+                    message.value,
+                    error,
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    int(message.timestamp * 1000),
+                    now,
+                )
+                pending.append(
+                    await dead_letter_topic.send(
+                        key=message.key, value=letter.model_dump_json().encode()
+                    )
+                )
+                continue
+            admitted.append(
+                AdmittedEvent(
+                    partition=message.partition,
+                    offset=message.offset,
+                    produced_ms=int(message.timestamp * 1000),
+                    event=event,
+                )
+            )
+
+        if admitted:
+            value = AdmittedBatch(topic=settings.events_topic, events=admitted)
+            pending.append(await admitted_topic.send(value=value.model_dump_json().encode()))
+
+        # The batch is acknowledged when this body returns, so wait until the
+        # broker has every record forwarded from it: at-least-once delivery.
+        for future in pending:
+            await future
+
+
+class KpiStage:
+    """The KPI state of this worker while it holds the admitted partition."""
+
+    def __init__(self) -> None:
+        self.engine: KpiEngine | None = None
+        self.applied_offset = -1
+        self.generation = 0
+        self.last_checkpoint = time.monotonic()
+        self.unacked: list[EventT] = []
+        self.produced_ms: list[int] = []
+
+    def acquire(self) -> KpiEngine:
+        """Return the engine, restoring it from the checkpoint table if needed."""
+        if self.engine is not None:
+            return self.engine
+
+        stored = checkpoints.read(checkpoint_table)
+        if stored is None:
+            self.engine = KpiEngine(settings)
+            self.applied_offset = -1
+            self.generation = 0
+        else:
+            self.engine = KpiEngine.load(stored.state, settings)
+            self.applied_offset = stored.offset
+            self.generation = stored.generation + 1
+        logger.info(
+            "kpi state acquired applied_offset=%s watermark_ms=%s",
+            self.applied_offset,
+            self.engine.watermark_ms,
+        )
+        metrics.kpi_owner.set(1)
+        return self.engine
+
+    def release(self) -> None:
+        """Forget the in-memory state: another worker may own it now."""
+        if self.engine is None:
+            return
+        logger.info("kpi state released applied_offset=%s", self.applied_offset)
+        self.engine = None
+        self.unacked.clear()
+        self.produced_ms.clear()
+        gauges.clear()
+        metrics.kpi_owner.set(0)
+
+    def checkpoint_due(self) -> bool:
+        """Tell whether enough time has passed to write a checkpoint."""
+        elapsed = time.monotonic() - self.last_checkpoint
+        return bool(self.unacked) and elapsed >= settings.checkpoint_interval_seconds
+
+
+stage = KpiStage()
+
+
+@app.agent(admitted_topic)
+async def compute(stream: StreamT[bytes]) -> None:
+    """Apply admitted events to the KPI state, checkpointing as it goes."""
+    manual = stream.noack()
+    async for record in manual.events():
+        engine = stage.acquire()
+        offset = record.message.offset
+
+        if offset > stage.applied_offset:
+            batch = AdmittedBatch.model_validate_json(record.message.value)
+            for admitted in batch.events:
+                await apply(engine, admitted)
+            stage.applied_offset = offset
+        stage.unacked.append(record)
+
+        if stage.checkpoint_due():
+            await write_checkpoint(engine, manual)
+
+
+async def apply(engine: KpiEngine, admitted: AdmittedEvent) -> None:
+    """Apply one event; send it to the late topic when it is too old."""
+    event = admitted.event
+    outcome = engine.admit(event)
+    metrics.events.labels(event.type, outcome.name.lower()).inc()
+
+    if outcome is Admission.APPLIED:
+        stage.produced_ms.append(admitted.produced_ms)
+    elif outcome is Admission.DUPLICATE:
+        metrics.duplicates.inc()
+        logger.debug("duplicate event_id=%s", event.event_id)
+    else:
+        metrics.late.inc()
+        logger.debug("late event_id=%s watermark=%s", event.event_id, engine.watermark_ms)
+        await late_topic.send(
+            key=event.event_id.encode(), value=admitted.model_dump_json().encode()
+        )
+
+
+async def write_checkpoint(engine: KpiEngine, manual: StreamT[bytes]) -> None:
+    """Store the engine with its offset, then acknowledge what it includes."""
+    state = engine.dump()
+    checkpoints.write(checkpoint_table, state, stage.applied_offset, stage.generation)
+    stage.generation += 1
+    await app.producer.flush()
+
+    for record in stage.unacked:
+        await manual.ack(record)
+    stage.unacked.clear()
+    stage.last_checkpoint = time.monotonic()
+    metrics.checkpoints.inc()
+    metrics.checkpoint_bytes.set(len(state))
+    metrics.tracked_entities.set(engine.tracked_entities)
+    logger.debug(
+        "checkpoint written offset=%s bytes=%s", stage.applied_offset, len(state)
+    )
+
+
+@app.on_partitions_revoked.connect
+async def on_revoked(sender: Any, *, revoked: set[Any], **kwargs: Any) -> None:
+    """Drop the KPI state when the admitted partition moves away."""
+    if any(tp.topic == admitted_topic.get_topic_name() for tp in revoked):
+        stage.release()
+
+
+@app.timer(settings.snapshot_interval_seconds)
+async def publish() -> None:
+    """Show the current KPI values on every feed."""
+    engine = stage.engine
+    if engine is None or engine.watermark_ms is None:
+        return
+
+    gauges.update(engine.values())
+    metrics.watermark.set(engine.watermark_ms / 1000)
+
+    now_ms = time.time() * 1000
+    for produced_ms in stage.produced_ms:
+        metrics.delay.observe(max(0.0, (now_ms - produced_ms) / 1000))
+    stage.produced_ms.clear()
+
+
+@app.page("/metrics")
+class MetricsView(View):
+    """Prometheus exposition of the KPIs and the pipeline metrics."""
+
+    async def get(self, request: Request) -> Response:
+        return self.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
