@@ -171,7 +171,7 @@ def resolve(overrides: Mapping[str, object] | None = None) -> AlertConfig:
         changes = _mapping(where, raw)
         _require_keys(where, changes, _KPI_KEYS)
         if "for" in changes:
-            holds[kpi_id] = _duration(f"{where}.for", changes.pop("for"))
+            holds[kpi_id] = _duration(f"'kpis.{kpi_id}.for'", changes.pop("for"))
         thresholds[kpi_id] = _override(kpi, thresholds.get(kpi_id), changes)
 
     consumer_lag = DEFAULT_CONSUMER_LAG
@@ -324,7 +324,7 @@ def _override(
 
     values: dict[str, object] = {}
     for key, value in changes.items():
-        name = f"{where}.{key}"
+        name = f"'kpis.{kpi.id}.{key}'"
         if key in {"warning", "critical", "min_volume"}:
             values[key] = _number(name, value)
         elif key == "direction":
