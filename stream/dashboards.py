@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # KPI panels --------------------------------------------------------------------
 
 
-def panel_window(kpi: Kpi) -> str | None:
+def panel_window(kpi: Kpi, threshold: Threshold | None) -> str | None:
     """Return the fixed window a KPI's panels show, or None to follow `$window`.
 
     A KPI reported for every window follows the variable. Another keeps one
@@ -277,14 +277,14 @@ def panel_window(kpi: Kpi) -> str | None:
     windows = kpi.windows_of(kpi.headline.id)
     if set(WINDOWED) <= set(windows):
         return None
-    alert_window = kpi.threshold.alert_window if kpi.threshold else None
+    alert_window = threshold.alert_window if threshold else None
     return alert_window if alert_window in windows else windows[0]
 
 
 def _headline(
     kpi: Kpi, threshold: Threshold | None, currency: str, ids: _Ids
 ) -> stat.Panel:
-    window = panel_window(kpi)
+    window = panel_window(kpi, threshold)
     title = f"{kpi.title} ({window or '$' + WINDOW_VARIABLE})"
     selector = _selector(kpi, kpi.headline, window, OVERALL)
     return (
@@ -302,7 +302,7 @@ def _by_dimension(
     kpi: Kpi, threshold: Threshold | None, currency: str, ids: _Ids
 ) -> bargauge.Panel:
     assert kpi.dimension is not None
-    window = panel_window(kpi)
+    window = panel_window(kpi, threshold)
     selector = _selector(kpi, kpi.headline, window, f"!{OVERALL}")
     title = kpi.title
     if not title.endswith(f" by {kpi.dimension}"):
