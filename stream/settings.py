@@ -144,6 +144,23 @@ class Settings(BaseSettings):
     prometheus_url: str = Field(
         "http://127.0.0.1:9090", description="Prometheus the tests and tools query."
     )
+    prometheus_targets: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:6066", "127.0.0.1:6067"],
+        description="Worker HTTP addresses (host:port) the local Prometheus scrapes.",
+    )
+    stack_cache_dir: Path = Field(
+        Path(".cache"),
+        description="Where the local stack keeps the Maven repository and Kafka"
+        " jars; `stack reset` leaves it alone.",
+    )
+    stack_start_timeout_seconds: float = Field(
+        90.0, gt=0, description="How long `stack up` waits for each service to answer."
+    )
+    stack_stop_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long `stack down` waits after SIGTERM before SIGKILL.",
+    )
 
 
 @lru_cache(maxsize=1)
