@@ -81,7 +81,9 @@ admitted_topic = app.topic(
 dead_letter_topic = app.topic(
     settings.dead_letter_topic, key_serializer="raw", value_serializer="raw"
 )
-late_topic = app.topic(settings.late_topic, key_serializer="raw", value_serializer="raw")
+late_topic = app.topic(
+    settings.late_topic, key_serializer="raw", value_serializer="raw"
+)
 
 checkpoint_table = app.Table(
     "kpi-checkpoint",
@@ -93,6 +95,9 @@ checkpoint_table = app.Table(
 
 metrics = PipelineMetrics(REGISTRY)
 gauges = KpiGauges(REGISTRY, settings.reporting_currency)
+
+positions: dict[Any, int] = {}
+"""Last offset read per events-topic partition, for the consumer lag."""
 
 INGEST_BATCH = 1000
 INGEST_WITHIN_SECONDS = 0.02
@@ -108,6 +113,7 @@ async def ingest(stream: StreamT[bytes]) -> None:
 
         for record in batch:
             message = record.message
+            positions[message.tp] = message.offset
             metrics.consumed.labels(message.topic).inc()
             try:
                 event = to_reporting(decode(message.value, settings, now), settings)
@@ -146,7 +152,9 @@ async def ingest(stream: StreamT[bytes]) -> None:
 
         if admitted:
             value = AdmittedBatch(topic=settings.events_topic, events=admitted)
-            pending.append(await admitted_topic.send(value=value.model_dump_json().encode()))
+            pending.append(
+                await admitted_topic.send(value=value.model_dump_json().encode())
+            )
 
         # The batch is acknowledged when this body returns, so wait until the
         # broker has every record forwarded from it: at-least-once delivery.
@@ -239,7 +247,9 @@ async def apply(engine: KpiEngine, admitted: AdmittedEvent) -> None:
         logger.debug("duplicate event_id=%s", event.event_id)
     else:
         metrics.late.inc()
-        logger.debug("late event_id=%s watermark=%s", event.event_id, engine.watermark_ms)
+        logger.debug(
+            "late event_id=%s watermark=%s", event.event_id, engine.watermark_ms
+        )
         await late_topic.send(
             key=event.event_id.encode(), value=admitted.model_dump_json().encode()
         )
@@ -266,14 +276,23 @@ async def write_checkpoint(engine: KpiEngine, manual: StreamT[bytes]) -> None:
 
 @app.on_partitions_revoked.connect
 async def on_revoked(sender: Any, *, revoked: set[Any], **kwargs: Any) -> None:
-    """Drop the KPI state when the admitted partition moves away."""
+    """Drop the KPI state and lag series of partitions that moved away."""
     if any(tp.topic == admitted_topic.get_topic_name() for tp in revoked):
         stage.release()
+
+    for tp in revoked:
+        if tp.topic == settings.events_topic:
+            positions.pop(tp, None)
+            try:
+                metrics.lag.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass
 
 
 @app.timer(settings.snapshot_interval_seconds)
 async def publish() -> None:
     """Show the current KPI values on every feed."""
+    update_lag()
     engine = stage.engine
     if engine is None or engine.watermark_ms is None:
         return
@@ -285,6 +304,18 @@ async def publish() -> None:
     for produced_ms in stage.produced_ms:
         metrics.delay.observe(max(0.0, (now_ms - produced_ms) / 1000))
     stage.produced_ms.clear()
+
+
+def update_lag() -> None:
+    """Set the consumer lag of every events-topic partition this worker reads."""
+    for tp in app.consumer.assignment():
+        if tp.topic != settings.events_topic:
+            continue
+        highwater = app.consumer.highwater(tp)
+        if highwater is None:
+            continue
+        lag = max(0, highwater - (positions.get(tp, -1) + 1))
+        metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
 
 
 @app.page("/metrics")

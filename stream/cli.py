@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 def _worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
+    from stream.topics import ensure_topics
+
+    asyncio.run(ensure_topics(get_settings()))
+
     from stream.app import app
 
     worker = Worker(app, loglevel=args.loglevel, quiet=True)
@@ -168,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--quiet", action="store_true")
     replay.set_defaults(handler=_replay)
 
-    stack = commands.add_parser("stack", help="control the local Kafka/Redis/Prometheus")
+    stack = commands.add_parser(
+        "stack", help="control the local Kafka/Redis/Prometheus"
+    )
     stack.add_argument("action", choices=["up", "down", "status", "reset"])
     stack.set_defaults(handler=_stack)
 
