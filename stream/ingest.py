@@ -122,12 +122,19 @@ def decode(raw: bytes | None, settings: Settings, now: datetime) -> Event:
     try:
         event = EVENT_ADAPTER.validate_json(raw)
     except ValidationError as error:
-        raise _rejection(raw, error) from error
+        # Rounding to a double may also be what failed the record, as when
+        # 999999999999999.99 reads as 1e15, the first amount out of range.
+        exact = _exact_money(raw) if _may_hold_long_numbers(raw, error) else None
+        if exact is None:
+            raise _rejection(raw, error) from error
+        event = _validate(raw, exact)
+    else:
+        if event.type in MONEY_FIELDS and _may_hold_long_numbers(raw, None):
+            exact = _exact_money(raw)
+            if exact is not None:
+                event = _validate(raw, exact)
 
     if event.type in MONEY_FIELDS:
-        shape = raw.translate(_NUMBER_SHAPE)
-        if any(mark in shape for mark in _LONG_NUMBER_MARKS):
-            event = _exact_money(raw, event)
         _check_currency(event, settings)
 
     _check_times(event, settings, now)
@@ -205,17 +212,45 @@ def dead_letter_for(
     )
 
 
-def _exact_money(raw: bytes, event: Event) -> Event:
-    """Validate the record again with every JSON number of money read exactly."""
-    data = json.loads(raw, parse_float=Decimal)
+def _may_hold_long_numbers(raw: bytes, error: ValidationError | None) -> bool:
+    """Tell whether a record may hold a number a double cannot carry exactly."""
+    if error is not None and error.errors()[0]["type"] == "json_invalid":
+        return False
+    shape = raw.translate(_NUMBER_SHAPE)
+    return any(mark in shape for mark in _LONG_NUMBER_MARKS)
+
+
+def _exact_money(raw: bytes) -> dict[str, Any] | None:
+    """Parse a record with its JSON numbers of money as exact decimals.
+
+    Returns None when the record is not a JSON object of an event type with
+    money, where exact parsing cannot change the outcome.
+    """
+    try:
+        data = json.loads(raw, parse_float=Decimal, parse_constant=_no_constant)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    event_type = data.get("type")
+    money = MONEY_FIELDS.get(event_type) if isinstance(event_type, str) else None
+    if money is None:
+        return None
 
     # Other numbers go back to floats, as the fast path read them, so that
     # both paths accept and refuse the same values.
-    money = MONEY_FIELDS[event.type]
     for key, value in data.items():
         if isinstance(value, Decimal) and key not in money:
             data[key] = float(value)
+    return data
 
+
+def _no_constant(name: str) -> Any:
+    # The standard parser reads NaN and Infinity, which are not JSON.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _validate(raw: bytes, data: dict[str, Any]) -> Event:
     try:
         return EVENT_ADAPTER.validate_python(data)
     except ValidationError as error:
