@@ -29,11 +29,18 @@ from decimal import Context, Decimal
 from functools import lru_cache
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails, from_json
 
 from schemas.dead_letters import DeadLetter
-from schemas.events import EVENT_ADAPTER, EVENT_TYPES, MONEY_FIELDS, DealWon, Event
+from schemas.events import (
+    EVENT_ADAPTER,
+    EVENT_TYPES,
+    MONEY_FIELDS,
+    DealWon,
+    Event,
+    SignedMoney,
+)
 from stream.errors import InvalidEventError
 from stream.settings import Settings, get_settings
 
@@ -52,6 +59,10 @@ REASONS: tuple[str, ...] = (
     "absurd_timestamp",
 )
 """Every reason code `decode` can give, for pre-creating metric labels."""
+
+# Conversion keeps the sign (rates are positive), so the bounds that can break
+# are the magnitude and the number of digits, which both kinds of money share.
+_CONVERTED_MONEY: TypeAdapter[Decimal] = TypeAdapter(SignedMoney)
 
 VALUE_CHARS = 60
 """Longest rendering of a found value quoted in a detail."""
@@ -150,7 +161,10 @@ def to_reporting(event: Event, settings: Settings) -> Event:
 
     Raises:
         InvalidEventError: `unknown_currency` when the rate table lacks the
-            event's currency (`decode` has already refused such events).
+            event's currency (`decode` has already refused such events);
+            `invalid_field` when a converted amount is beyond what an event
+            may carry (1e15, or 40 digits), since the KPI stage reads the
+            converted event back through the same models.
     """
     fields = MONEY_FIELDS.get(event.type)
     currency = getattr(event, "currency", None)
@@ -163,7 +177,9 @@ def to_reporting(event: Event, settings: Settings) -> Event:
     for name in fields:
         amount = getattr(event, name)
         if amount is not None:
-            update[name] = _exact_product(amount, rate)
+            converted = _exact_product(amount, rate)
+            _check_converted(event, name, converted, settings)
+            update[name] = converted
     return event.model_copy(update=update)
 
 
@@ -404,6 +420,22 @@ def _year_bounds(earliest_year: int, latest_year: int) -> tuple[datetime, dateti
         return first, datetime.max.replace(tzinfo=UTC)
     end = datetime(max(latest_year + 1, MINYEAR), 1, 1, tzinfo=UTC)
     return first, end - timedelta(microseconds=1)
+
+
+def _check_converted(
+    event: Event, field: str, converted: Decimal, settings: Settings
+) -> None:
+    try:
+        _CONVERTED_MONEY.validate_python(converted)
+    except ValidationError as error:
+        message = error.errors(include_url=False)[0]["msg"]
+        raise InvalidEventError(
+            "invalid_field",
+            f"field {field!r} of {event.type} is {_shown(str(converted))} once"
+            f" converted to {settings.reporting_currency}, which is invalid:"
+            f" {message[:1].lower()}{message[1:]}; check the amount and the rate"
+            f" of {getattr(event, 'currency', None)}",
+        ) from error
 
 
 def _exact_product(amount: Decimal, rate: Decimal) -> Decimal:

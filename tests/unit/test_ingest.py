@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from schemas.dead_letters import DeadLetter
-from schemas.events import DealLost, DealWon, OrderPlaced, QuotaSet, SpendRecorded
+from schemas.events import (
+    EVENT_ADAPTER,
+    DealLost,
+    DealWon,
+    OrderPlaced,
+    QuotaSet,
+    SpendRecorded,
+)
 from stream.errors import InvalidEventError
 from stream.ingest import REASONS, dead_letter_for, decode, to_reporting
 from stream.settings import Settings
@@ -424,6 +431,24 @@ def test_conversion_keeps_every_digit(
 
     assert isinstance(event, SpendRecorded)
     assert event.amount == Decimal(expected)
+    assert EVENT_ADAPTER.validate_json(event.model_dump_json()) == event
+
+
+def test_an_amount_beyond_the_bounds_once_converted_is_refused() -> None:
+    raw = record(
+        "spend.recorded", category="crm", amount="900000000000000", currency="GBP"
+    )
+    event = decode(raw, SETTINGS, NOW)
+
+    with pytest.raises(InvalidEventError) as caught:
+        to_reporting(event, SETTINGS)
+
+    assert (caught.value.reason, caught.value.detail) == (
+        "invalid_field",
+        "field 'amount' of spend.recorded is \"1053000000000000.00\" once converted"
+        " to EUR, which is invalid: input should be less than 1E+15; check the"
+        " amount and the rate of GBP",
+    )
 
 
 def test_a_negative_quota_converts_too() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,14 @@ from stream.settings import Settings
 
 COMMITTED = DEFAULT_DIRECTORY
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
+SETTINGS = Settings(
+    _env_file=None,
+    rates={"EUR": Decimal("1"), "USD": Decimal("0.92"), "GBP": Decimal("1.17")},
+    earliest_year=2000,
+    latest_year=2099,
+    future_tolerance_seconds=86400,
+    max_record_bytes=65536,
+)
 ENVELOPE = {
     "event_id": "e1",
     "occurred_at": "2024-05-01T10:00:00Z",
@@ -185,7 +194,7 @@ def test_an_event_schema_accepts_a_valid_event(event_type: str) -> None:
 
     assert list(validator(f"events/{event_type}.json").iter_errors(event)) == []
     assert list(validator("event.json").iter_errors(event)) == []
-    assert decode(json.dumps(event).encode(), Settings(_env_file=None), NOW)
+    assert decode(json.dumps(event).encode(), SETTINGS, NOW)
 
 
 @pytest.mark.parametrize("event_type", sorted(SAMPLES))
