@@ -18,6 +18,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 
 from stream.errors import CrmKpiError
 from stream.settings import Settings
@@ -181,6 +182,87 @@ class Progress:
             )
 
 
+class _Batches:
+    """Fill one record batch per partition; hand each to the producer when full.
+
+    aiokafka's per-record `send` costs a future, an event-loop callback and a
+    partition lookup for every record. Filling its batches directly
+    (`create_batch` and `send_batch`) and choosing the partition here, with the
+    murmur2 hash of Kafka's default partitioner, more than doubles the rate. A
+    record without key goes round-robin over the partitions.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._partitions: list[int] = []
+        self._open: dict[int, Any] = {}
+        self._assigned: dict[bytes, int] = {}
+        self._next = 0
+        self.failures: list[BaseException] = []
+        """Errors of the batches the broker did not acknowledge."""
+        self.lost = 0
+        """Records in those batches."""
+
+    async def start(self) -> None:
+        """Learn the topic's partitions."""
+        self._partitions = sorted(await self._producer.partitions_for(self._topic))
+
+    def _partition(self, key: bytes | None) -> int:
+        partitions = self._partitions
+        if key is None:
+            self._next += 1
+            return partitions[self._next % len(partitions)]
+
+        found = self._assigned.get(key)
+        if found is None:
+            found = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+            if len(self._assigned) > 100_000:
+                self._assigned.clear()
+            self._assigned[key] = found
+        return found
+
+    async def add(self, key: bytes | None, value: bytes) -> None:
+        """Add a record to the batch of its partition, sending the batch if full."""
+        partition = self._partition(key)
+        batch = self._open.get(partition)
+        if batch is None:
+            batch = self._open[partition] = self._producer.create_batch()
+        if batch.append(timestamp=None, key=key, value=value) is not None:
+            return
+
+        await self._submit(partition)
+        batch = self._open[partition] = self._producer.create_batch()
+        if batch.append(timestamp=None, key=key, value=value) is None:
+            raise ProduceError(
+                f"a record of {len(value)} bytes does not fit in a batch of"
+                f" {MAX_BATCH_BYTES} bytes for topic {self._topic!r}"
+            )
+
+    async def submit_all(self) -> None:
+        """Send every batch that holds records."""
+        for partition in list(self._open):
+            await self._submit(partition)
+
+    async def _submit(self, partition: int) -> None:
+        batch = self._open.pop(partition)
+        records = batch.record_count()
+        if not records:
+            return
+
+        batch.close()
+        future = await self._producer.send_batch(
+            batch, self._topic, partition=partition
+        )
+
+        def delivered(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                self.failures.append(done.exception())  # type: ignore[arg-type]
+                self.lost += records
+
+        future.add_done_callback(delivered)
+
+
 async def ensure_topic(settings: Settings, topic: str) -> None:
     """Create `topic` with the configured partitions unless it exists.
 
@@ -283,32 +365,30 @@ async def send(
             " start the stack or set CRM_KAFKA_BOOTSTRAP"
         ) from exc
 
-    failures: list[BaseException] = []
-
-    def delivered(future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            failures.append(future.exception())  # type: ignore[arg-type]
-
+    batches = _Batches(producer, topic)
     display = Progress(what, enabled=progress)
     count = 0
     size = 0
     started = time.monotonic()
     try:
+        await batches.start()
         for key, value in records:
-            future = await producer.send(topic, value, key=key)
-            future.add_done_callback(delivered)
+            await batches.add(key, value)
             count += 1
             size += len(value)
 
             if count & 0xFF == 0:
                 display.update(count)
-                if failures:
+                if batches.failures:
                     break
             if rate is not None:
                 ahead = count / rate - (time.monotonic() - started)
                 if ahead > 0.002:
+                    # Nothing more is added while sleeping: send what is held.
+                    await batches.submit_all()
                     await asyncio.sleep(ahead)
 
+        await batches.submit_all()
         await producer.flush()
     except KafkaError as exc:
         raise ProduceError(
@@ -317,14 +397,15 @@ async def send(
         ) from exc
     finally:
         await producer.stop()
-        display.close(count - len(failures))
+        display.close(count - batches.lost)
 
     elapsed = time.monotonic() - started
-    if failures:
+    if batches.failures:
         raise ProduceError(
-            f"{len(failures)} records to topic {topic!r} were not acknowledged, the"
-            f" first with: {failures[0]!r}; the topic holds a partial run"
-        ) from failures[0]
+            f"{batches.lost} records to topic {topic!r} were not acknowledged, the"
+            f" first batch failing with: {batches.failures[0]!r}; the topic holds"
+            " a partial run"
+        ) from batches.failures[0]
 
     logger.info(
         "produced topic=%s records=%d bytes=%d elapsed=%.2f",
