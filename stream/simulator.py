@@ -49,7 +49,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from schemas.events import EVENT_MODELS
+from schemas.events import EVENT_MODELS, EVENT_TYPES
 from stream.errors import CrmKpiError
 from stream.producer import KEY_FIELDS, record_key, send
 from stream.settings import DEFAULT_RATES, Settings
@@ -603,10 +603,8 @@ _CHURN_REASONS = _Pick(
 _UNKNOWN_TYPES = ("lead.updated", "invoice.paid", "contact.merged", "Lead.Created")
 
 _REQUIRED: dict[str, tuple[str, ...]] = {
-    model.model_fields["type"].annotation.__args__[0]: tuple(  # type: ignore[union-attr]
-        name for name, info in model.model_fields.items() if info.is_required()
-    )
-    for model in EVENT_MODELS
+    kind: tuple(name for name, info in model.model_fields.items() if info.is_required())
+    for kind, model in zip(EVENT_TYPES, EVENT_MODELS, strict=True)
 }
 """Required fields per event type, the candidates of a `missing_field` defect."""
 
@@ -1211,6 +1209,9 @@ class _Simulation:
     def _quoted(self, lead: _Lead) -> _Draft | None:
         if lead.closed:
             return None
+        if lead.id is None and lead.customer not in self._base_index:
+            # The customer of an upsell left: the deal is lost, not requoted.
+            return self._decided(lead)
         assert lead.rep is not None
         if lead.quote is None:
             lead.quote = self._next_id("quote", 6)
