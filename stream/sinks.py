@@ -43,6 +43,7 @@ TOPIC_METADATA_SECONDS = 10.0
 
 # Error codes of the Kafka protocol (CreateTopics, DescribeConfigs responses).
 _TOPIC_ALREADY_EXISTS = 36
+_UNKNOWN_TOPIC = 3
 _NO_ERROR = 0
 
 
@@ -382,19 +383,30 @@ async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[int]:
 async def cleanup_policy(admin: AIOKafkaAdminClient, topic: str) -> str:
     """Return the cleanup.policy of a topic, as the broker reports it.
 
+    A topic created a moment ago may still be unknown to the broker that
+    answers; that answer is retried for `TOPIC_METADATA_SECONDS`.
+
     Raises:
         KafkaError: the broker reports an error for the topic.
     """
     resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"cleanup.policy": None})
-    responses = await admin.describe_configs([resource])
-    for response in responses:
-        for found in response.to_object()["resources"]:
-            if found["error_code"] != _NO_ERROR:
+    deadline = time.monotonic() + TOPIC_METADATA_SECONDS
+    while True:
+        responses = await admin.describe_configs([resource])
+        for response in responses:
+            for found in response.to_object()["resources"]:
+                code = found["error_code"]
+                if code == _UNKNOWN_TOPIC and time.monotonic() < deadline:
+                    break
+                if code != _NO_ERROR:
+                    raise KafkaError(
+                        f"describing topic {topic!r} failed with error code"
+                        f" {code}: {found['error_message']}"
+                    )
+                for entry in found["config_entries"]:
+                    if entry["config_names"] == "cleanup.policy":
+                        return str(entry["config_value"])
                 raise KafkaError(
-                    f"describing topic {topic!r} failed with error code"
-                    f" {found['error_code']}: {found['error_message']}"
+                    f"the broker did not report cleanup.policy of topic {topic!r}"
                 )
-            for entry in found["config_entries"]:
-                if entry["config_names"] == "cleanup.policy":
-                    return str(entry["config_value"])
-    raise KafkaError(f"the broker did not report cleanup.policy of topic {topic!r}")
+        await asyncio.sleep(0.1)

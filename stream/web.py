@@ -204,7 +204,7 @@ class SnapshotReader:
             raise
 
         self._consumer = consumer
-        self._check_caught_up()
+        await self._check_caught_up()
         self._task = asyncio.create_task(self._follow(), name=f"follow {self.topic}")
         logger.info(
             "snapshot reader started topic=%s partitions=%s",
@@ -255,7 +255,7 @@ class SnapshotReader:
             if snapshots:
                 self.board.update(snapshots)
             if not self._caught_up.is_set():
-                self._check_caught_up()
+                await self._check_caught_up()
 
     def _decode(
         self, key: bytes | None, value: bytes | None, offset: int
@@ -275,17 +275,19 @@ class SnapshotReader:
             )
             return None
 
-    def _check_caught_up(self) -> None:
+    async def _check_caught_up(self) -> None:
         consumer = self._consumer
         if consumer is None:
             return
-        if all(consumer.position_nowait(tp) >= end for tp, end in self._ends.items()):
-            self._caught_up.set()
-            logger.info(
-                "snapshot reader caught up topic=%s keys=%s",
-                self.topic,
-                len(self.board.latest()),
-            )
+        for tp, end in self._ends.items():
+            if await consumer.position(tp) < end:
+                return
+        self._caught_up.set()
+        logger.info(
+            "snapshot reader caught up topic=%s keys=%s",
+            self.topic,
+            len(self.board.latest()),
+        )
 
 
 # Documents ---------------------------------------------------------------------
