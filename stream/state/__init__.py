@@ -1,0 +1,1 @@
+"""The KPI state: one module per thing the engine remembers between events."""
