@@ -167,8 +167,10 @@ def to_reporting(event: Event, settings: Settings) -> Event:
             converted event back through the same models.
     """
     fields = MONEY_FIELDS.get(event.type)
+    if fields is None:
+        return event
     currency = getattr(event, "currency", None)
-    if fields is None or currency is None or currency == settings.reporting_currency:
+    if currency is None or currency == settings.reporting_currency:
         return event
 
     _check_currency(event, settings)
@@ -377,9 +379,12 @@ def _check_currency(event: Event, settings: Settings) -> None:
 
 
 def _check_times(event: Event, settings: Settings, now: datetime) -> None:
-    first, last = _year_bounds(settings.earliest_year, settings.latest_year)
-    ahead = now + timedelta(seconds=settings.future_tolerance_seconds)
-    newest = min(last, ahead)
+    first, last, ahead, newest = _time_bounds(
+        settings.earliest_year,
+        settings.latest_year,
+        now,
+        settings.future_tolerance_seconds,
+    )
 
     if not first <= event.occurred_at <= newest:
         raise _absurd(event, "occurred_at", event.occurred_at, first, last, ahead)
@@ -412,14 +417,22 @@ def _absurd(
     )
 
 
-@lru_cache(maxsize=8)
-def _year_bounds(earliest_year: int, latest_year: int) -> tuple[datetime, datetime]:
-    """Return the first instant of `earliest_year` and the last of `latest_year`."""
+# The agent passes one `now` for a whole batch of records, so the bounds are
+# worked out once per batch.
+@lru_cache(maxsize=4)
+def _time_bounds(
+    earliest_year: int, latest_year: int, now: datetime, tolerance_seconds: int
+) -> tuple[datetime, datetime, datetime, datetime]:
+    """Return the first and last instants of the years, the latest instant
+    the wall clock allows, and the earlier of the last two."""
     first = datetime(min(max(earliest_year, MINYEAR), MAXYEAR), 1, 1, tzinfo=UTC)
     if latest_year >= MAXYEAR:
-        return first, datetime.max.replace(tzinfo=UTC)
-    end = datetime(max(latest_year + 1, MINYEAR), 1, 1, tzinfo=UTC)
-    return first, end - timedelta(microseconds=1)
+        last = datetime.max.replace(tzinfo=UTC)
+    else:
+        end = datetime(max(latest_year + 1, MINYEAR), 1, 1, tzinfo=UTC)
+        last = end - timedelta(microseconds=1)
+    ahead = now + timedelta(seconds=tolerance_seconds)
+    return first, last, ahead, min(last, ahead)
 
 
 def _check_converted(
