@@ -26,7 +26,9 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
     Events are described as producers send them (validation mode); KPI
     snapshots and dead letters as the project writes them (serialization
-    mode).
+    mode). The event schemas list channel, lost reason and complaint category
+    as closed enums, which is what producers should send; the worker itself is
+    lenient there and reads an unknown value as `other`.
     """
     schemas: dict[str, dict[str, Any]] = {}
     for event_type, model in zip(EVENT_TYPES, EVENT_MODELS, strict=True):
