@@ -377,7 +377,9 @@ async def send(
             count += 1
             size += len(value)
 
-            if count & 0xFF == 0:
+            # Unpaced, a look every 256 records is plenty; paced runs may be
+            # slow, so the display is offered every record (it throttles itself).
+            if count & 0xFF == 0 or rate is not None:
                 display.update(count)
                 if batches.failures:
                     break

@@ -487,7 +487,7 @@ class _Behaviour:
     open: float = 0.26
     reopen_email: float = 0.15
     click: float = 0.18
-    unsubscribe: float = 0.006
+    unsubscribe: float = 0.004
     first_contact_resolution: float = 0.75
     reopen_ticket: float = 0.07
     churn_weight: float = 1.0
@@ -1115,7 +1115,7 @@ class _Simulation:
         return self._email("email.opened", message)
 
     def _clicked(self, message: _Message) -> _Draft:
-        if self._random() < 0.02:
+        if self._random() < 0.01:
             self._after(self._uniform(MINUTE, HOUR), self._unsubscribed, message)
         return self._email("email.clicked", message)
 

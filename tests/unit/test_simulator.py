@@ -426,6 +426,68 @@ def test_deliverability_collapse_scenario_makes_most_emails_bounce() -> None:
     assert delivered[True] / sent[True] < 0.5
 
 
+def _deliverability(events: list[dict[str, Any]]) -> float:
+    types = Counter(event["type"] for event in events)
+    return types["email.delivered"] / types["email.sent"]
+
+
+def _unsubscribe_rate(events: list[dict[str, Any]]) -> float:
+    types = Counter(event["type"] for event in events)
+    return types["email.unsubscribed"] / types["email.delivered"]
+
+
+def _first_contact_resolution(events: list[dict[str, Any]]) -> float:
+    """Share of resolutions after at most one reply and no earlier resolution."""
+    history: dict[str, Counter[str]] = {}
+    first = 0
+    resolved = 0
+    for event in events:
+        if not event["type"].startswith("ticket."):
+            continue
+        seen = history.setdefault(event["ticket_id"], Counter())
+        if event["type"] == "ticket.resolved":
+            resolved += 1
+            if seen["ticket.replied"] <= 1 and not seen["ticket.resolved"]:
+                first += 1
+        seen[event["type"]] += 1
+    return first / resolved
+
+
+def _win_rate(events: list[dict[str, Any]]) -> float:
+    types = Counter(event["type"] for event in events)
+    return types["deal.won"] / (types["deal.won"] + types["deal.lost"])
+
+
+def _churned(events: list[dict[str, Any]]) -> float:
+    return sum(1 for event in events if event["type"] == "customer.churned")
+
+
+@pytest.mark.parametrize(
+    ("scenario", "measure", "healthy", "degraded"),
+    [
+        ("deliverability_collapse", _deliverability, (0.95, 0.99), (0.2, 0.4)),
+        ("unsubscribe_spike", _unsubscribe_rate, (0.0005, 0.004), (0.04, 0.12)),
+        ("support_backlog", _first_contact_resolution, (0.6, 0.85), (0.05, 0.4)),
+        ("sales_slump", _win_rate, (0.22, 0.38), (0.0, 0.08)),
+        ("churn_wave", _churned, (50, 150), (700, 1300)),
+    ],
+)
+def test_each_scenario_makes_its_kpi_collapse(
+    scenario: str,
+    measure: Any,
+    healthy: tuple[float, float],
+    degraded: tuple[float, float],
+) -> None:
+    def run(chosen: str | None) -> list[dict[str, Any]]:
+        options = SimulationOptions(
+            seed=31, events=20_000, start=START, scenario=chosen
+        )
+        return [orjson.loads(record.value) for record in generate(options)]
+
+    assert healthy[0] <= measure(run(None)) <= healthy[1]
+    assert degraded[0] <= measure(run(scenario)) <= degraded[1]
+
+
 def test_live_mode_stamps_events_with_the_wall_clock() -> None:
     before = datetime.now(UTC)
     records = list(generate(SimulationOptions(seed=1, events=200, live=True)))
