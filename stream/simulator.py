@@ -134,7 +134,10 @@ class SimulationOptions:
     duplicate_rate: float = 0.0
     """Share of records repeating the exact bytes of a recent record."""
     out_of_order_rate: float = 0.0
-    """Share of records with an event time before the latest one emitted."""
+    """Share of records with an event time before the latest one emitted. A
+    drawn record stays in order when moving it back would put it before the
+    event it follows (a delivery before its send), so the share comes out a
+    little lower."""
     max_disorder: timedelta = timedelta(hours=2)
     """How far back an out-of-order event may lie."""
     late_rate: float = 0.0
@@ -148,8 +151,9 @@ class SimulationOptions:
     scenario_start: datetime | None = None
     """When the scenario sets in; `None` for the whole run."""
     live: bool = False
-    """Follow the wall clock: each event happens now. Pace the run with the
-    `rate` of `produce`, since generation alone runs as fast as it can."""
+    """Follow the wall clock: each event happens now and `start` is ignored.
+    Pace the run with the `rate` of `produce`, since generation alone runs as
+    fast as it can."""
     reps: int = 12
     """Sales reps, `rep-01` on."""
     agents: int = 8
