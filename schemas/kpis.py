@@ -19,7 +19,7 @@ class KpiSnapshot(BaseModel):
 
     key: str = Field(description="'<series>|<window>|<dimension value or empty>'.")
     kpi: str = Field(description="KPI id from the catalogue.")
-    series: str = Field(description="Series id: the KPI's headline or a figure beside it.")
+    series: str = Field(description="Series id: the headline or a figure beside it.")
     window: str = Field(description="1h, 24h, 7d, 30d, day, month, last_month or now.")
     dimension: str | None = Field(
         None, description="Name of the KPI's dimension (channel, reason, category)."

@@ -134,6 +134,7 @@ async def ingest(stream: StreamT[bytes]) -> None:
                     message.offset,
                     int(message.timestamp * 1000),
                     now,
+                    settings,
                 )
                 pending.append(
                     await dead_letter_topic.send(

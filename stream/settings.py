@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     )
     events_topic: str = Field("crm-events", description="Topic of incoming CRM events.")
     events_partitions: int = Field(
-        4, ge=1, description="Partitions of the events topic when the worker creates it."
+        4,
+        ge=1,
+        description="Partitions of the events topic when the worker creates it.",
     )
     dead_letter_topic: str = Field(
         "crm-events-dead", description="Topic of invalid records, with their reason."
@@ -108,7 +110,9 @@ class Settings(BaseSettings):
     )
 
     # Outputs
-    web_host: str = Field("127.0.0.1", description="Address the worker's HTTP serves on.")
+    web_host: str = Field(
+        "127.0.0.1", description="Address the worker's HTTP serves on."
+    )
     web_port: int = Field(6066, description="Port of the worker's HTTP server.")
     snapshot_interval_seconds: float = Field(
         1.0, gt=0, description="Least time between two snapshots of the same KPI key."
@@ -140,7 +144,9 @@ class Settings(BaseSettings):
         9093, description="KRaft controller port of the local stack."
     )
     redis_port: int = Field(6379, description="Redis port of the local stack.")
-    prometheus_port: int = Field(9090, description="Prometheus port of the local stack.")
+    prometheus_port: int = Field(
+        9090, description="Prometheus port of the local stack."
+    )
     prometheus_url: str = Field(
         "http://127.0.0.1:9090", description="Prometheus the tests and tools query."
     )
