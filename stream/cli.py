@@ -43,9 +43,14 @@ def _simulate(args: argparse.Namespace) -> int:
         if args.start
         else datetime.now(UTC) - timedelta(days=args.days)
     )
+    # Spread the requested events over the requested span of history, so the
+    # last event lands near the wall clock rather than in the future.
+    events = args.events or None
+    density = events / (args.days * 86400) if events and not args.live else 0.02
     options = simulator.SimulationOptions(
         seed=args.seed,
-        events=args.events,
+        events=events,
+        density=density,
         start=start,
         live=args.live,
         duplicate_rate=args.duplicates,

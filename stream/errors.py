@@ -30,3 +30,7 @@ class CheckpointError(CrmKpiError):
 
 class CatalogueError(CrmKpiError):
     """A KPI id, window or dimension is not in the catalogue."""
+
+
+class TopicError(CrmKpiError):
+    """A Kafka topic the project needs cannot be checked or created."""

@@ -16,12 +16,13 @@ from typing import Any, TextIO
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from stream.errors import CrmKpiError
 from stream.settings import Settings
+from stream.topics import ensure_topics
 
 logger = logging.getLogger(__name__)
 
@@ -263,52 +264,6 @@ class _Batches:
         future.add_done_callback(delivered)
 
 
-async def ensure_topic(settings: Settings, topic: str) -> None:
-    """Create `topic` with the configured partitions unless it exists.
-
-    Left to the broker's auto-creation, the topic would get the broker's default
-    of one partition and the worker could not spread the load.
-
-    Raises:
-        ProduceError: the broker cannot be reached or refuses the topic.
-    """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    try:
-        await admin.start()
-        if topic in await admin.list_topics():
-            return
-
-        response = await admin.create_topics(
-            [
-                NewTopic(
-                    name=topic,
-                    num_partitions=settings.events_partitions,
-                    replication_factor=settings.replication_factor,
-                )
-            ]
-        )
-        for name, code, *_ in response.topic_errors:
-            # 36 is TOPIC_ALREADY_EXISTS: another client created it meanwhile.
-            if code not in (0, 36):
-                raise ProduceError(
-                    f"kafka at {settings.kafka_bootstrap} refused to create topic"
-                    f" {name!r} (error code {code}); create it by hand or check"
-                    " the broker's log"
-                )
-        logger.info(
-            "topic created topic=%s partitions=%d",
-            topic,
-            settings.events_partitions,
-        )
-    except KafkaError as exc:
-        raise ProduceError(
-            f"cannot reach kafka at {settings.kafka_bootstrap} to check topic"
-            f" {topic!r}: {exc}; start the stack or set CRM_KAFKA_BOOTSTRAP"
-        ) from exc
-    finally:
-        await admin.close()
-
-
 async def send(
     records: Iterable[tuple[bytes | None, bytes]],
     settings: Settings,
@@ -343,7 +298,12 @@ async def send(
         raise ProduceError(f"rate must be a positive number of records/s, not {rate}")
 
     topic = topic or settings.events_topic
-    await ensure_topic(settings, topic)
+    # Left to the broker's auto-creation, the events topic would get one
+    # partition and the workers could not share the load.
+    await ensure_topics(
+        settings,
+        [NewTopic(topic, settings.events_partitions, settings.replication_factor)],
+    )
 
     # acks=all with idempotence: the broker acknowledges a batch once every
     # in-sync replica has it, and a batch retried after a lost response is not

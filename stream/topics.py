@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError
 
+from stream.errors import TopicError
 from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -34,19 +35,38 @@ def external_topics(settings: Settings) -> list[NewTopic]:
     ]
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
-    """Create the external topics that do not exist yet; return their names."""
+TOPIC_ALREADY_EXISTS = 36
+"""Kafka error code of a topic created meanwhile by another client."""
+
+
+async def ensure_topics(
+    settings: Settings, topics: list[NewTopic] | None = None
+) -> list[str]:
+    """Create those of `topics` (default: the external ones) that do not exist.
+
+    Returns the names of the topics created.
+
+    Raises:
+        TopicError: the broker cannot be reached or refuses a topic.
+    """
+    wanted = external_topics(settings) if topics is None else topics
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
-        missing = [t for t in external_topics(settings) if t.name not in existing]
-        if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                # Another worker created them between the listing and now.
-                logger.debug("topics already created by another worker")
+        missing = [topic for topic in wanted if topic.name not in existing]
+        if not missing:
+            return []
+
+        # aiokafka reports per-topic failures as codes in the response.
+        response = await admin.create_topics(missing)
+        for name, code, *_ in response.topic_errors:
+            if code not in (0, TOPIC_ALREADY_EXISTS):
+                raise TopicError(
+                    f"kafka at {settings.kafka_bootstrap} refused to create topic"
+                    f" {name!r} (error code {code}); create it by hand or check"
+                    " the broker's log"
+                )
         for topic in missing:
             logger.info(
                 "topic created topic=%s partitions=%s",
@@ -54,5 +74,10 @@ async def ensure_topics(settings: Settings) -> list[str]:
                 topic.num_partitions,
             )
         return [topic.name for topic in missing]
+    except KafkaError as error:
+        raise TopicError(
+            f"cannot reach kafka at {settings.kafka_bootstrap}: {error}; start the"
+            " stack (`crm-kpi stack up`) or set CRM_KAFKA_BOOTSTRAP"
+        ) from error
     finally:
         await admin.close()
