@@ -90,8 +90,10 @@ checkpoint_table = app.Table(
     partitions=1,
     key_type=str,
     value_type=bytes,
-    value_serializer="raw",
 )
+# Tables take their codecs from model types only; chunks are opaque bytes, so
+# the changelog stores them as they are instead of as JSON.
+checkpoint_table.value_serializer = "raw"
 
 metrics = PipelineMetrics(REGISTRY)
 gauges = KpiGauges(REGISTRY, settings.reporting_currency)
@@ -276,7 +278,7 @@ async def write_checkpoint(engine: KpiEngine, manual: StreamT[bytes]) -> None:
 
 
 @app.on_partitions_revoked.connect
-async def on_revoked(sender: Any, *, revoked: set[Any], **kwargs: Any) -> None:
+async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
     """Drop the KPI state and lag series of partitions that moved away."""
     if any(tp.topic == admitted_topic.get_topic_name() for tp in revoked):
         stage.release()
@@ -324,4 +326,6 @@ class MetricsView(View):
     """Prometheus exposition of the KPIs and the pipeline metrics."""
 
     async def get(self, request: Request) -> Response:
-        return self.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp takes the charset apart from the media type.
+        media_type = CONTENT_TYPE_LATEST.split("; charset=")[0]
+        return self.bytes(generate_latest(REGISTRY), content_type=media_type)
