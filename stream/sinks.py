@@ -123,7 +123,7 @@ class _BacklogSink:
                 self._backlog[snapshot.key] = snapshot
 
             retry_later = self.down and self._clock() < self._retry_at
-            if self._backlog and not retry_later:
+            if self._backlog and self._ready() and not retry_later:
                 batch = list(self._backlog.values())
                 try:
                     await self._write(batch)
@@ -160,6 +160,10 @@ class _BacklogSink:
                 self._clock() - self._down_since,
             )
             self._down_since = None
+
+    def _ready(self) -> bool:
+        """Whether the sink can write; until then snapshots wait in the backlog."""
+        return True
 
     async def _write(self, snapshots: list[KpiSnapshot]) -> None:
         raise NotImplementedError
@@ -220,9 +224,12 @@ class KafkaSink(_BacklogSink):
         self._producer = None
         logger.info("kafka sink stopped topic=%s backlog=%s", self.topic, self.backlog)
 
+    def _ready(self) -> bool:
+        # A timer may tick before the service that starts the sink is up.
+        return self._producer is not None
+
     async def _write(self, snapshots: list[KpiSnapshot]) -> None:
-        if self._producer is None:
-            raise RuntimeError("KafkaSink.publish called before start()")
+        assert self._producer is not None
         deliveries = [
             await self._producer.send(
                 self.topic,

@@ -206,6 +206,7 @@ class SnapshotReader:
         self._consumer = consumer
         await self._check_caught_up()
         self._task = asyncio.create_task(self._follow(), name=f"follow {self.topic}")
+        self._task.add_done_callback(self._followed)
         logger.info(
             "snapshot reader started topic=%s partitions=%s",
             self.topic,
@@ -256,6 +257,16 @@ class SnapshotReader:
                 self.board.update(snapshots)
             if not self._caught_up.is_set():
                 await self._check_caught_up()
+
+    def _followed(self, task: asyncio.Task[None]) -> None:
+        # Without this, a failure would end the task unseen and every page
+        # would go on serving the snapshots read until then.
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "snapshot reader stopped following topic=%s error=%r",
+                self.topic,
+                task.exception(),
+            )
 
     def _decode(
         self, key: bytes | None, value: bytes | None, offset: int
@@ -487,9 +498,9 @@ async def stream_snapshots(
                     await response.write(b": keepalive\n\n")
                 for snapshot in batch:
                     await response.write(event_stream_message(snapshot))
-        except (ConnectionError, RuntimeError):
-            # aiohttp raises ConnectionResetError, or RuntimeError once the
-            # transport is gone, when the client has left.
+        except ConnectionError:
+            # A write to a client that has left fails with ConnectionResetError;
+            # the keepalive makes that happen within HEARTBEAT_SECONDS.
             logger.debug("event stream closed by client peer=%s", peer)
     return response
 
