@@ -28,9 +28,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from schemas.kpis import KpiSnapshot
-from stream.errors import SettingsError
+from stream.errors import SettingsError, TopicError
 from stream.settings import Settings
-from stream.topics import external_topics
+from stream.topics import ensure_topics, external_topics
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,7 @@ KAFKA_REQUEST_TIMEOUT_MS = 10_000
 REDIS_TIMEOUT_SECONDS = 2.0
 TOPIC_METADATA_SECONDS = 10.0
 
-# Error codes of the Kafka protocol (CreateTopics, DescribeConfigs responses).
-_TOPIC_ALREADY_EXISTS = 36
+# Error codes of the Kafka protocol in DescribeConfigs and Metadata responses.
 _UNKNOWN_TOPIC = 3
 _NO_ERROR = 0
 
@@ -201,7 +200,8 @@ class KafkaSink(_BacklogSink):
 
         Raises:
             SettingsError: the topic exists and is not compacted.
-            KafkaError: Kafka does not answer.
+            TopicError: Kafka does not answer or refuses the topic.
+            KafkaError: the producer cannot connect.
         """
         await ensure_snapshot_topic(self.settings)
         producer = AIOKafkaProducer(
@@ -338,25 +338,23 @@ async def ensure_snapshot_topic(settings: Settings) -> list[int]:
         SettingsError: the topic exists and is not compacted (a broker with
             auto.create.topics.enable creates it with the default policy if
             something reads or writes it first).
-        KafkaError: Kafka does not answer or refuses the topic.
+        TopicError: Kafka does not answer, or refuses or hides the topic.
     """
     topic = settings.kpi_topic
-    spec = next(t for t in external_topics(settings) if t.name == topic)
+    await ensure_topics(
+        settings, [t for t in external_topics(settings) if t.name == topic]
+    )
+
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
     try:
-        if topic not in await admin.list_topics():
-            response = await admin.create_topics([spec])
-            for error in response.to_object()["topic_errors"]:
-                code = error["error_code"]
-                if code not in (_NO_ERROR, _TOPIC_ALREADY_EXISTS):
-                    raise KafkaError(
-                        f"creating topic {topic!r} failed with error code {code}:"
-                        f" {error['error_message']}"
-                    )
-            logger.info("topic created topic=%s config=%s", topic, spec.topic_configs)
+        await admin.start()
         policy = await cleanup_policy(admin, topic)
         partitions = await _partitions(admin, topic)
+    except KafkaError as error:
+        raise TopicError(
+            f"cannot check topic {topic!r} on kafka at {settings.kafka_bootstrap}:"
+            f" {error}; check that the stack runs (`crm-kpi stack status`)"
+        ) from error
     finally:
         await admin.close()
 

@@ -182,7 +182,8 @@ class SnapshotReader:
 
         Raises:
             SettingsError: the topic exists and is not compacted.
-            KafkaError: Kafka does not answer.
+            TopicError: Kafka does not answer or refuses the topic.
+            KafkaError: the consumer cannot connect.
         """
         partitions = [
             TopicPartition(self.topic, partition)
