@@ -199,6 +199,33 @@ async def consume_all(
     return records
 
 
+async def read_to_end(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
+    """Read every record a topic holds now, partition by partition in offset order."""
+    from aiokafka import TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list[tuple[bytes | None, bytes]] = []
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                records.extend((m.key, m.value) for m in batch.get(tp, []))
+        return records
+    finally:
+        await consumer.stop()
+
+
 async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     """Create a topic with `partitions` partitions, as a user of the product would."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -243,3 +270,58 @@ async def kafka_topic_factory(
         return name
 
     yield make
+
+
+def kpis_from_metrics(
+    text: str, currency: str
+) -> dict[tuple[str, str, str | None], float]:
+    """Read every KPI series of the catalogue out of an exposition text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from stream.catalogue import SERIES, Unit, all_keys
+
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+
+    values: dict[tuple[str, str, str | None], float] = {}
+    for key in all_keys():
+        series_id, window, dimension_value = key
+        kpi, series = SERIES[series_id]
+        labels = {"window": window}
+        if kpi.dimension is not None and dimension_value is not None:
+            labels[kpi.dimension] = dimension_value
+        if series.unit is Unit.MONEY:
+            labels["currency"] = currency
+        found = samples.get((series.metric, frozenset(labels.items())))
+        if found is not None:
+            values[key] = found
+    return values
+
+
+PERCENTILE_SERIES = {"sales_cycle_median", "sales_cycle_p90", "sales_cycle_mean"}
+
+
+def kpi_differences(
+    actual: dict[tuple[str, str, str | None], float],
+    expected: dict[tuple[str, str, str | None], float | None],
+) -> list[str]:
+    """List where `actual` (absent = no value) departs from the reference.
+
+    Counts must be equal; sums and ratios equal to 1e-9 relative (float
+    rounding of the same exact figures); sales-cycle statistics within 1 %.
+    """
+    import math
+
+    problems = []
+    for key, want in expected.items():
+        got = actual.get(key)
+        if want is None or got is None:
+            if want is not got:
+                problems.append(f"{key}: expected {want}, got {got}")
+            continue
+        tolerance = 0.01 if key[0] in PERCENTILE_SERIES else 1e-9
+        if not math.isclose(got, want, rel_tol=tolerance, abs_tol=1e-9):
+            problems.append(f"{key}: expected {want}, got {got}")
+    return problems
