@@ -69,10 +69,10 @@ async def test_lead_conversion_reaches_metrics_and_prometheus(
     expected = 10 / 40
     labels = {"window": "24h"}
     wait_until(
-        lambda: metric_value(
-            worker_run.metrics_text(), "crm_lead_conversion_ratio", labels
-        )
-        == expected,
+        lambda: (
+            metric_value(worker_run.metrics_text(), "crm_lead_conversion_ratio", labels)
+            == expected
+        ),
         timeout=60,
         what="crm_lead_conversion_ratio{window='24h'} == 0.25 on /metrics",
     )
