@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from stream.catalogue import WINDOWED
 from stream.errors import SettingsError
 
 logger = logging.getLogger(__name__)
@@ -114,6 +113,7 @@ class Calendar:
 
         self._midnights: dict[int, int] = {}
         self._hour_days: dict[int, int] = {}
+        self._windows: tuple[Window, Window, Window] | None = None
         self._day = 0
         self._day_start = 0
         self._day_end = 0
@@ -196,25 +196,31 @@ class Calendar:
         """Return the start of a local month in epoch milliseconds."""
         return self.midnight(self.first_day(month))
 
+    def windows_of(self, day: int) -> tuple[Window, Window, Window]:
+        """Return the `day`, `month` and `last_month` windows of a local day."""
+        if self._windows is not None and self._windows[0].first_day == day:
+            return self._windows
+
+        local = date.fromordinal(day)
+        month = month_number(local.year, local.month)
+        windows = tuple(
+            Window(name, self.midnight(first), self.midnight(end), first, end)
+            for name, first, end in (
+                ("day", day, day + 1),
+                ("month", self.first_day(month), self.first_day(month + 1)),
+                ("last_month", self.first_day(month - 1), self.first_day(month)),
+            )
+        )
+        self._windows = (windows[0], windows[1], windows[2])
+        return self._windows
+
 
 def windows_at(watermark: int, calendar: Calendar) -> tuple[Window, ...]:
     """Return every windowed KPI's window at a watermark, in catalogue order."""
-    windows: list[Window] = []
-    for name in WINDOWED:
-        if name in ROLLING:
-            start, end = rolling_bounds(watermark, *ROLLING[name])
-            windows.append(Window(name, start, end))
-            continue
-
-        if name == "day":
-            day = calendar.day_of(watermark)
-            first, last = day, day + 1
-        else:
-            month = calendar.month_of(watermark)
-            if name == "last_month":
-                month -= 1
-            first, last = calendar.first_day(month), calendar.first_day(month + 1)
-        windows.append(
-            Window(name, calendar.midnight(first), calendar.midnight(last), first, last)
-        )
-    return tuple(windows)
+    # The catalogue lists the rolling windows first, in the order of ROLLING,
+    # then day, month and last_month; the tests hold the two together.
+    rolling = tuple(
+        Window(name, *rolling_bounds(watermark, size, step))
+        for name, (size, step) in ROLLING.items()
+    )
+    return rolling + calendar.windows_of(calendar.day_of(watermark))

@@ -186,17 +186,17 @@ class Counters:
         """Drop the buckets before the oldest time each family must still serve."""
         first_minute = first_minute_ms // MINUTE_MS
         if first_minute > self._first_minute:
+            _drop_before(self._minutes, self._first_minute, first_minute)
             self._first_minute = first_minute
-            _drop_before(self._minutes, first_minute)
 
         first_hour = first_hour_ms // HOUR_MS
         if first_hour > self._first_hour:
+            _drop_before(self._hours, self._first_hour, first_hour)
             self._first_hour = first_hour
-            _drop_before(self._hours, first_hour)
 
         if first_day > self._first_day:
+            _drop_before(self._days, self._first_day, first_day)
             self._first_day = first_day
-            _drop_before(self._days, first_day)
 
     def totals(self, window: Window) -> Totals:
         """Return the sums of every slot over a window."""
@@ -232,7 +232,13 @@ class Counters:
         self._days = _restore_family(data["days"])
 
 
-def _drop_before(family: dict[int, Bucket], first: int) -> None:
+def _drop_before(family: dict[int, Bucket], old_first: int, first: int) -> None:
+    # The oldest kept key moves by one bucket at a time in a steady stream:
+    # pop just those, and scan the family only after a jump.
+    if first - old_first <= len(family):
+        for key in range(old_first, first):
+            family.pop(key, None)
+        return
     for key in [key for key in family if key < first]:
         del family[key]
 
