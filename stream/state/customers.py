@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,22 +18,28 @@ LEAVE = 0
 """`customer.churned`: leaves when present."""
 
 
+Entry = tuple[int, str, int]
+"""A joining or leaving event: (event time, event id, JOIN or LEAVE)."""
+
+
 class _Customer:
     """One customer: its recent joining and leaving events and what they did.
 
-    `events` are the customer's events at or after the cut, ordered by event
-    time then event id; `present_at_cut` is the state the older events left.
-    `flips` are the times at which walking `events` from that state changed
-    it: joins and leaves alternate, so whether a customer is present at T is
-    the parity of the flips before T.
+    `events` are the customer's events at or after the cut, in event-time
+    order then event-id order; `present_at_cut` is the state the older events
+    left. Walking the events, a joining event always leaves the customer
+    present and a leaving event absent, so an event changes the state exactly
+    when its kind differs from the kind of the event before it. `flips` are
+    those events; joins and leaves alternate, so whether a customer is present
+    at T is the parity of the flips before T.
     """
 
     __slots__ = ("events", "flips", "last_order", "present_at_cut")
 
     def __init__(self) -> None:
-        self.events: list[tuple[int, str, int]] = []
+        self.events: list[Entry] = []
         self.present_at_cut = False
-        self.flips: list[int] = []
+        self.flips: list[Entry] = []
         self.last_order: int | None = None
 
     @property
@@ -41,14 +47,11 @@ class _Customer:
         """Whether the customer is in the base after all its applied events."""
         return self.present_at_cut ^ (len(self.flips) % 2 == 1)
 
-
-def _walk(present: bool, events: list[tuple[int, str, int]]) -> list[int]:
-    flips: list[int] = []
-    for millis, _, kind in events:
-        if (kind == JOIN) != present:
-            present = not present
-            flips.append(millis)
-    return flips
+    def kind_before(self, position: int) -> int:
+        """Return the kind the state before `events[position]` corresponds to."""
+        if position:
+            return self.events[position - 1][2]
+        return JOIN if self.present_at_cut else LEAVE
 
 
 class CustomerBase:
@@ -177,28 +180,35 @@ class CustomerBase:
 
         was_present = customer.present
         old_last = customer.last_order
-        old_flips = customer.flips
-
-        # Events almost always arrive in order: then the walk goes one step on
-        # from the current state. An older event re-walks this customer only.
-        entry = (millis, event_id, kind)
-        if not events or entry >= events[-1]:
-            events.append(entry)
-            flips = [*old_flips, millis] if (kind == JOIN) != was_present else old_flips
-        else:
-            insort(events, entry)
-            flips = _walk(customer.present_at_cut, events)
-
         if order and (old_last is None or millis > old_last):
             customer.last_order = millis
 
-        if flips != old_flips:
+        # Inserting an event changes at most two flips: its own (its kind
+        # against the one before it) and the next event's (now compared with
+        # it instead). Usually it goes at the end and only its own can change.
+        entry = (millis, event_id, kind)
+        position = bisect_right(events, entry)
+        before = customer.kind_before(position)
+        added: list[Entry] = [entry] if kind != before else []
+        removed: list[Entry] = []
+        if position < len(events):
+            following = events[position]
+            was_flip = following[2] != before
+            is_flip = following[2] != kind
+            if was_flip and not is_flip:
+                removed.append(following)
+            elif is_flip and not was_flip:
+                added.append(following)
+
+        if added or removed:
             for window, bounds in enumerate(self._bounds):
                 self._tally(customer, window, bounds, -1)
-            customer.flips = flips
+            events.insert(position, entry)
+            self._change_flips(customer_id, customer, added, removed)
             for window, bounds in enumerate(self._bounds):
                 self._tally(customer, window, bounds, 1)
-            self._reindex(customer_id, old_flips, flips)
+        else:
+            events.insert(position, entry)
 
         present = customer.present
         self._present += present - was_present
@@ -217,8 +227,8 @@ class CustomerBase:
         flips = customer.flips
         present_at_cut = customer.present_at_cut
         if flips:
-            before_start = bisect_left(flips, start)
-            before_end = len(flips) if end is None else bisect_left(flips, end)
+            before_start = bisect_left(flips, (start,))
+            before_end = len(flips) if end is None else bisect_left(flips, (end,))
             in_start = present_at_cut ^ (before_start % 2 == 1)
             in_end = present_at_cut ^ (before_end % 2 == 1)
             inside = before_end - before_start
@@ -245,17 +255,21 @@ class CustomerBase:
             )
         }
 
-    def _reindex(self, customer_id: str, old: list[int], new: list[int]) -> None:
+    def _change_flips(
+        self,
+        customer_id: str,
+        customer: _Customer,
+        added: list[Entry],
+        removed: list[Entry],
+    ) -> None:
+        flips = customer.flips
         index = self._flip_index
-        if new[: len(old)] == old:
-            for millis in new[len(old) :]:
-                index.add((millis, customer_id))
-            return
-
-        for millis in old:
-            index.remove((millis, customer_id))
-        for millis in new:
-            index.add((millis, customer_id))
+        for entry in removed:
+            del flips[bisect_left(flips, entry)]
+            index.remove((entry[0], customer_id))
+        for entry in added:
+            insort(flips, entry)
+            index.add((entry[0], customer_id))
 
     def _refile(self, customer_id: str, old: int | None, new: int | None) -> None:
         if old == new:
@@ -280,11 +294,11 @@ class CustomerBase:
         folded = bisect_left(events, (cut,))
         if folded:
             flips = customer.flips
-            passed = bisect_left(flips, cut)
-            for millis in flips[:passed]:
-                self._flip_index.remove((millis, customer_id))
-            customer.present_at_cut ^= passed % 2 == 1
-            customer.flips = flips[passed:]
+            passed = bisect_left(flips, (cut,))
+            for flip in flips[:passed]:
+                self._flip_index.remove((flip[0], customer_id))
+            customer.present_at_cut = events[folded - 1][2] == JOIN
+            del flips[:passed]
             del events[:folded]
 
         if events:
@@ -333,7 +347,7 @@ class CustomerBase:
             customer.flips = list(flips)
             customer.last_order = last
             self._customers[customer_id] = customer
-            pairs.extend((millis, customer_id) for millis in flips)
+            pairs.extend((flip[0], customer_id) for flip in flips)
         self._flip_index = SortedList(pairs)
 
         self._bounds = list(data["bounds"])
