@@ -17,7 +17,7 @@ from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from schemas.events import Envelope
+from schemas.events import Event
 from stream.catalogue import (
     CHANNELS,
     COMPLAINT_CATEGORIES,
@@ -50,7 +50,7 @@ class Applied:
 
 
 def admit_all(
-    events: list[Envelope], settings: Settings
+    events: list[Event], settings: Settings
 ) -> tuple[list[Applied], int | None, list[str]]:
     """Replay admission; return the applied events, the watermark, each verdict."""
     horizon = settings.dedupe_horizon_seconds * 1000
@@ -123,7 +123,7 @@ def ratio(numerator: Any, denominator: Any) -> float | None:
     return float(Fraction(numerator) / Fraction(denominator))
 
 
-def scan(events: list[Envelope], settings: Settings) -> dict[SeriesKey, float | None]:
+def scan(events: list[Event], settings: Settings) -> dict[SeriesKey, float | None]:
     """Every KPI value after admitting `events` in order."""
     applied, wm, _ = admit_all(events, settings)
     if wm is None:

@@ -13,13 +13,13 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.events import EVENT_ADAPTER, Envelope
+from schemas.events import EVENT_ADAPTER, Event
 from stream.catalogue import CHANNELS, COMPLAINT_CATEGORIES, LOST_REASONS
 
 START = datetime(2024, 2, 10, tzinfo=UTC)
 
 
-def random_stream(seed: int, count: int, days: float) -> list[Envelope]:
+def random_stream(seed: int, count: int, days: float) -> list[Event]:
     """Return `count` events over `days` days, in a shuffled arrival order.
 
     About 8 % arrive up to 3 h late, 2 % up to 5 days late, 1 % 29-33 days
@@ -40,7 +40,7 @@ def random_stream(seed: int, count: int, days: float) -> list[Envelope]:
         moment = START + timedelta(seconds=offset, microseconds=rng.randrange(1000))
         raw.append(_body(rng, number, moment))
 
-    events: list[Envelope] = []
+    events: list[Event] = []
     for body in raw:
         events.append(EVENT_ADAPTER.validate_python(body))
         if rng.random() < 0.03 and events:

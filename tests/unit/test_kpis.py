@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from schemas.events import EVENT_ADAPTER, Envelope
+from schemas.events import EVENT_ADAPTER, Event
 from stream.catalogue import all_keys
 from stream.errors import CheckpointError
 from stream.kpis import Admission, KpiEngine
@@ -20,7 +20,7 @@ from tests.unit.random_streams import random_stream
 _ids = itertools.count()
 
 
-def event(kind: str, at: str, event_id: str | None = None, **fields: Any) -> Envelope:
+def event(kind: str, at: str, event_id: str | None = None, **fields: Any) -> Event:
     """Build a valid event of type `kind` at a UTC wall time `YYYY-MM-DDTHH:MM...`."""
     body = {
         "event_id": event_id or f"event-{next(_ids)}",
@@ -32,7 +32,7 @@ def event(kind: str, at: str, event_id: str | None = None, **fields: Any) -> Env
     return EVENT_ADAPTER.validate_python(body)
 
 
-def engine_with(*events: Envelope, **settings: Any) -> KpiEngine:
+def engine_with(*events: Event, **settings: Any) -> KpiEngine:
     engine = KpiEngine(Settings(**settings))
     for item in events:
         assert engine.admit(item) is Admission.APPLIED
@@ -46,7 +46,7 @@ def order(
     cost: str = "4",
     event_id: str | None = None,
     **more: Any,
-) -> Envelope:
+) -> Event:
     return event(
         "order.placed",
         at,
@@ -60,7 +60,7 @@ def order(
     )
 
 
-def churn(at: str, customer: str, event_id: str | None = None) -> Envelope:
+def churn(at: str, customer: str, event_id: str | None = None) -> Event:
     return event("customer.churned", at, event_id, customer_id=customer)
 
 
