@@ -20,6 +20,8 @@ holds are skipped by offset.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -28,15 +30,21 @@ from typing import Any
 import faust
 from faust.types import EventT, StreamT
 from faust.web import Request, Response, View
+from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from schemas.admitted import AdmittedBatch, AdmittedEvent
+from schemas.kpis import KpiSnapshot
 from stream import checkpoints
+from stream.catalogue import SeriesKey
 from stream.errors import InvalidEventError
 from stream.exporters import KpiGauges, PipelineMetrics
 from stream.ingest import dead_letter_for, decode, to_reporting
 from stream.kpis import Admission, KpiEngine
 from stream.settings import Settings, get_settings
+from stream.sinks import FeedMetrics, KafkaSink, RedisSink
+from stream.snapshots import Snapshotter
+from stream.web import SnapshotReader, register
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +105,15 @@ checkpoint_table.value_serializer = "raw"
 
 metrics = PipelineMetrics(REGISTRY)
 gauges = KpiGauges(REGISTRY, settings.reporting_currency)
+feed_metrics = FeedMetrics(REGISTRY)
+snapshotter = Snapshotter(
+    settings.reporting_currency, settings.snapshot_interval_seconds
+)
+kafka_sink = KafkaSink(settings, feed_metrics)
+redis_sink = RedisSink(settings, feed_metrics)
+# Every worker answers HTTP from the KPI topic, whichever one holds the state.
+reader = SnapshotReader(settings)
+register(app, reader)
 
 positions: dict[Any, int] = {}
 """Last offset read per events-topic partition, for the consumer lag."""
@@ -175,6 +192,15 @@ class KpiStage:
         self.last_checkpoint = time.monotonic()
         self.unacked: list[EventT] = []
         self.produced_ms: list[int] = []
+        self._values: dict[SeriesKey, float | None] = {}
+        self._values_at = -1
+
+    def values(self) -> dict[SeriesKey, float | None]:
+        """Return the KPI values, computed again only after new records."""
+        if self.engine is not None and self._values_at != self.applied_offset:
+            self._values = self.engine.values()
+            self._values_at = self.applied_offset
+        return self._values
 
     def acquire(self) -> KpiEngine:
         """Return the engine, restoring it from the checkpoint table if needed."""
@@ -206,7 +232,10 @@ class KpiStage:
         self.engine = None
         self.unacked.clear()
         self.produced_ms.clear()
+        self._values = {}
+        self._values_at = -1
         gauges.clear()
+        snapshotter.reset()
         metrics.kpi_owner.set(0)
 
     def checkpoint_due(self) -> bool:
@@ -286,27 +315,48 @@ async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
     for tp in revoked:
         if tp.topic == settings.events_topic:
             positions.pop(tp, None)
-            try:
+            with contextlib.suppress(KeyError):
                 metrics.lag.remove(tp.topic, str(tp.partition))
-            except KeyError:
-                pass
 
 
-@app.timer(settings.snapshot_interval_seconds)
+@app.timer(snapshotter.tick_seconds)
 async def publish() -> None:
-    """Show the current KPI values on every feed."""
+    """Show the current KPI values on every feed.
+
+    It runs even with nothing new: that is when a sink that was down catches
+    up with the snapshots it kept.
+    """
     update_lag()
+    snapshots: list[KpiSnapshot] = []
     engine = stage.engine
-    if engine is None or engine.watermark_ms is None:
-        return
 
-    gauges.update(engine.values())
-    metrics.watermark.set(engine.watermark_ms / 1000)
+    if engine is not None and engine.watermark_ms is not None:
+        values = stage.values()
+        gauges.update(values)
+        metrics.watermark.set(engine.watermark_ms / 1000)
+        snapshots = snapshotter.offer(values, engine.watermark_ms)
 
-    now_ms = time.time() * 1000
-    for produced_ms in stage.produced_ms:
-        metrics.delay.observe(max(0.0, (now_ms - produced_ms) / 1000))
-    stage.produced_ms.clear()
+        now_ms = time.time() * 1000
+        for produced_ms in stage.produced_ms:
+            metrics.delay.observe(max(0.0, (now_ms - produced_ms) / 1000))
+        stage.produced_ms.clear()
+
+    await asyncio.gather(kafka_sink.publish(snapshots), redis_sink.publish(snapshots))
+
+
+@app.service
+class Feeds(Service):
+    """The snapshot sinks and reader, started and stopped with the app."""
+
+    async def on_start(self) -> None:
+        await kafka_sink.start()
+        await redis_sink.start()
+        await reader.start()
+
+    async def on_stop(self) -> None:
+        await reader.stop()
+        await kafka_sink.stop()
+        await redis_sink.stop()
 
 
 def update_lag() -> None:
