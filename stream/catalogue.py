@@ -13,7 +13,7 @@ window and the dimension value (`None` for a series without a dimension,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from stream.errors import CatalogueError
@@ -58,7 +58,7 @@ SeriesKey = tuple[str, str, str | None]
 """(series id, window, dimension value or None)."""
 
 
-class Unit(str, Enum):
+class Unit(StrEnum):
     """What a series measures; it decides the metric suffix and the display."""
 
     RATIO = "ratio"
