@@ -246,6 +246,11 @@ class KpiEngine:
         applied event there is no watermark and the result is empty. Each
         value is the float nearest to the exact figure: sums are exact
         integers and decimals, ratios exact fractions, rounded once.
+
+        Reading also brings the entity state up to the watermark (which
+        `admit` does once per hour of event time): window bounds move and
+        state no window can reach is dropped. No figure depends on when
+        that happens.
         """
         watermark = self._watermark
         if watermark is None:
@@ -313,8 +318,15 @@ class KpiEngine:
                 f" {error}; rebuild the state by replaying the events topic"
             ) from error
 
+        if not isinstance(state, dict):
+            raise CheckpointError(
+                f"the checkpoint of format version {version} holds a"
+                f" {type(state).__name__}, not the state; rebuild the state by"
+                " replaying the events topic"
+            )
+
         engine = cls(settings)
-        written = state.get("settings") if isinstance(state, dict) else None
+        written = state.get("settings")
         if written != engine._fingerprint():
             raise CheckpointError(
                 f"the checkpoint was written with {written}, the settings now say"
@@ -403,6 +415,14 @@ class KpiEngine:
         self._messages.compact(cut)
         self._quotes.compact(cut)
         self._quotas.expire(self._calendar.month_of(windows[_LAST_MONTH].start))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "kpi state tidied watermark=%s cut=%s entities=%s buckets=%s",
+                watermark,
+                cut,
+                self.tracked_entities,
+                len(self._counters),
+            )
 
     def _window_figures(
         self, figures: dict[SeriesKey, float | None], index: int, window: Window

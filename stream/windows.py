@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from stream.errors import SettingsError
-
-logger = logging.getLogger(__name__)
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -118,11 +115,6 @@ class Calendar:
         self._day_start = 0
         self._day_end = 0
 
-    @property
-    def timezone(self) -> str:
-        """The IANA name of the zone."""
-        return self._zone.key
-
     def midnight(self, day: int) -> int:
         """Return the start of a local day in epoch milliseconds."""
         start = self._midnights.get(day)
@@ -151,11 +143,9 @@ class Calendar:
             return day
 
         day = self._find_day(millis)
-        if (
-            self.midnight(day)
-            <= hour * HOUR_MS
-            < (hour + 1) * HOUR_MS
-            <= self.midnight(day + 1)
+        hour_start = hour * HOUR_MS
+        if self.midnight(day) <= hour_start and hour_start + HOUR_MS <= self.midnight(
+            day + 1
         ):
             if len(self._hour_days) >= _MIDNIGHT_CACHE_SIZE:
                 self._hour_days.clear()
@@ -191,10 +181,6 @@ class Calendar:
         """Return the ordinal of the first local day of a month number."""
         year, index = divmod(month, 12)
         return date(year, index + 1, 1).toordinal()
-
-    def month_start(self, month: int) -> int:
-        """Return the start of a local month in epoch milliseconds."""
-        return self.midnight(self.first_day(month))
 
     def windows_of(self, day: int) -> tuple[Window, Window, Window]:
         """Return the `day`, `month` and `last_month` windows of a local day."""

@@ -90,10 +90,6 @@ class Totals:
                 for column in zip(*(b.money for b in buckets), strict=True)
             ]
 
-    def count(self, slot: int, index: int = 0) -> int:
-        """Return a count slot, or the `index`-th value of a dimensioned one."""
-        return self.counts[slot + index]
-
     def count_all(self, slot: int, values: int) -> int:
         """Return the overall value of a dimensioned count slot."""
         return sum(self.counts[slot : slot + values])
