@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from schemas.api import api_json_schemas
 from schemas.dead_letters import DeadLetter
 from schemas.events import EVENT_ADAPTER, EVENT_MODELS, EVENT_TYPES
 from schemas.kpis import KpiSnapshot
@@ -41,6 +42,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
     schemas["kpi-snapshot.json"] = KpiSnapshot.model_json_schema(mode="serialization")
     schemas["dead-letter.json"] = DeadLetter.model_json_schema(mode="serialization")
+    schemas.update(api_json_schemas())
     return {
         path: {"$schema": SCHEMA_DIALECT, **schema} for path, schema in schemas.items()
     }
@@ -68,6 +70,7 @@ def write_json_schemas(directory: Path) -> list[Path]:
     written: list[Path] = []
     for relative, schema in sorted(schemas.items()):
         path = directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render(schema), encoding="utf-8", newline="\n")
         written.append(path)
     return written
