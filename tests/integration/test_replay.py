@@ -22,8 +22,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
-from stream.errors import CrmKpiError
-from stream.producer import ProduceError, record_key
+from stream.errors import CrmKpiError, TopicError
+from stream.producer import record_key
 from stream.replay import ReplayError, replay
 from stream.settings import Settings
 from stream.simulator import SimulationOptions, generate, produce, write_jsonl
@@ -179,12 +179,12 @@ async def test_replay_of_a_missing_file_names_it(tmp_path: Path) -> None:
         await replay(missing, Settings(), rate=None, progress=False)
 
 
-async def test_unreachable_kafka_is_a_produce_error(tmp_path: Path) -> None:
+async def test_unreachable_kafka_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "one.jsonl"
     path.write_bytes(b'{"event_id": "e-1"}\n')
     nowhere = Settings(kafka_bootstrap="127.0.0.1:1")
 
-    with pytest.raises(ProduceError, match=re.escape("127.0.0.1:1")) as caught:
+    with pytest.raises(TopicError, match=re.escape("127.0.0.1:1")) as caught:
         await replay(path, nowhere, rate=None, progress=False)
 
     assert isinstance(caught.value, CrmKpiError)
