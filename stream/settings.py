@@ -151,7 +151,7 @@ class Settings(BaseSettings):
         "http://127.0.0.1:9090", description="Prometheus the tests and tools query."
     )
     prometheus_targets: list[str] = Field(
-        default_factory=lambda: ["127.0.0.1:6066", "127.0.0.1:6067"],
+        default_factory=lambda: ["127.0.0.1:6066"],
         description="Worker HTTP addresses (host:port) the local Prometheus scrapes.",
     )
     stack_cache_dir: Path = Field(

@@ -21,8 +21,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from stream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-PROMETHEUS_SCRAPED_PORT = 6066
-"""The worker port the local Prometheus scrapes (see prometheus.local.yml)."""
 
 
 def _answers(host: str, port: int) -> bool:
@@ -137,6 +135,7 @@ def worker_run(stack_settings: Settings, tmp_path: Path) -> Iterator[WorkerRun]:
     environment.update(
         {
             "CRM_KAFKA_BOOTSTRAP": stack_settings.kafka_bootstrap,
+            "CRM_REDIS_URL": stack_settings.redis_url,
             "CRM_APP_ID": f"crm-kpi-test-{suffix}",
             "CRM_EVENTS_TOPIC": f"crm-events-{suffix}",
             "CRM_DEAD_LETTER_TOPIC": f"crm-events-dead-{suffix}",
@@ -150,7 +149,8 @@ def worker_run(stack_settings: Settings, tmp_path: Path) -> Iterator[WorkerRun]:
     )
     run = WorkerRun(
         suffix=suffix,
-        port=PROMETHEUS_SCRAPED_PORT,
+        # The port the local Prometheus scrapes (CRM_PROMETHEUS_TARGETS).
+        port=stack_settings.web_port,
         environment=environment,
         log=tmp_path / "worker.log",
     )
