@@ -93,7 +93,7 @@ def _stack(args: argparse.Namespace) -> int:
         "status": stack.status,
         "reset": stack.reset,
     }[args.action]
-    print(action(settings))
+    print(action(settings).describe())
     return 0
 
 
@@ -110,7 +110,7 @@ def _demo(args: argparse.Namespace) -> int:
     from stream import stack
 
     settings = get_settings()
-    print(stack.up(settings))
+    print(stack.up(settings).describe())
     environment = dict(os.environ)
     command = [sys.executable, "-m", "stream.cli"]
 
