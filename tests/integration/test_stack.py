@@ -137,7 +137,7 @@ def test_prometheus_scrapes_the_worker_addresses(settings: Settings) -> None:
         time.sleep(0.5)
 
     assert urls == [
-        f"http://{address}/metrics" for address in ["127.0.0.1:6066", "127.0.0.1:6067"]
+        f"http://{address}/metrics" for address in sorted(settings.prometheus_targets)
     ]
 
 
