@@ -104,6 +104,16 @@ class Layout:
         return self.root / "kafka" / "logs"
 
     @property
+    def prometheus_targets(self) -> Path:
+        """Prometheus's file_sd directory: every `*.json` in it is scraped."""
+        return self.root / "prometheus" / "targets"
+
+    @property
+    def prometheus_rules(self) -> Path:
+        """Rule files loaded beside the committed ones: `*.yml`, for tests."""
+        return self.root / "prometheus" / "rules"
+
+    @property
     def lock_file(self) -> Path:
         """Held while the stack is started or stopped."""
         return self.root / "stack.lock"
@@ -262,20 +272,36 @@ def render_redis_conf(port: int, data_dir: Path) -> str:
 
 
 def render_prometheus_config(
-    template: str, rules_glob: str, targets: Sequence[str], prometheus_address: str
+    template: str,
+    rules_glob: str,
+    extra_rules_glob: str,
+    targets_glob: str,
+    prometheus_address: str,
 ) -> str:
     """Fill in the Prometheus configuration template.
 
-    `targets` become a YAML flow sequence (JSON is a subset of YAML).
+    Each value becomes a JSON string, which YAML reads as a double-quoted
+    scalar whatever characters a path holds.
 
     Raises:
         KeyError: the template names a placeholder this function does not fill.
     """
     return Template(template).substitute(
-        rules_glob=rules_glob,
-        targets=json.dumps(list(targets)),
-        prometheus_address=prometheus_address,
+        rules_glob=json.dumps(rules_glob),
+        extra_rules_glob=json.dumps(extra_rules_glob),
+        targets_glob=json.dumps(targets_glob),
+        prometheus_address=json.dumps(prometheus_address),
     )
+
+
+def render_prometheus_targets(targets: Sequence[str]) -> str:
+    """Return a file_sd target file listing the worker addresses `targets`.
+
+    The format is a JSON list of target groups; no address gives no group.
+    https://prometheus.io/docs/prometheus/2.42/configuration/configuration/#file_sd_config
+    """
+    groups = [{"targets": list(targets), "labels": {}}] if targets else []
+    return json.dumps(groups, indent=2) + "\n"
 
 
 def new_cluster_id() -> str:
@@ -717,18 +743,29 @@ def _format_kafka_storage(java: str, layout: Layout) -> None:
 
 
 def _write_prometheus_config(settings: Settings, layout: Layout) -> Path:
-    """Render the Prometheus configuration into the stack directory."""
+    """Render the Prometheus configuration and worker targets into the stack."""
     _require_file(PROMETHEUS_TEMPLATE)
     config = layout.config_file("prometheus")
     config.parent.mkdir(parents=True, exist_ok=True)
+    layout.prometheus_rules.mkdir(parents=True, exist_ok=True)
+    layout.prometheus_targets.mkdir(parents=True, exist_ok=True)
     config.write_text(
         render_prometheus_config(
             PROMETHEUS_TEMPLATE.read_text(),
             str(PROMETHEUS_RULES / "*.yml"),
-            settings.prometheus_targets,
+            str(layout.prometheus_rules / "*.yml"),
+            str(layout.prometheus_targets / "*.json"),
             f"{LOOPBACK}:{settings.prometheus_port}",
         )
     )
+
+    # A running Prometheus rereads the file as soon as it changes, so it must
+    # never see it half written: the new text goes in under a name the glob
+    # does not match, then takes the old one's place in one rename.
+    targets = layout.prometheus_targets / "workers.json"
+    partial = targets.with_name(".workers.json.partial")
+    partial.write_text(render_prometheus_targets(settings.prometheus_targets))
+    partial.replace(targets)
     return config
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 
@@ -54,34 +55,84 @@ def test_kafka_template_rejects_an_unfilled_placeholder() -> None:
         stack.render_kafka_properties("log.dirs=$log_dir\nx=$other\n", 1, 2, Path("/"))
 
 
-def test_prometheus_template_renders_rules_targets_and_intervals() -> None:
+def test_prometheus_template_renders_rules_target_files_and_intervals() -> None:
     template = (REPO / "prometheus" / "prometheus.local.yml").read_text()
 
     text = stack.render_prometheus_config(
         template,
         "/repo/prometheus/rules/*.yml",
-        ["127.0.0.1:6066", "127.0.0.1:6067"],
+        "/s/prometheus/rules/*.yml",
+        "/s/prometheus/targets/*.json",
         "127.0.0.1:19090",
     )
 
     config = yaml.safe_load(text)
     assert config["global"]["scrape_interval"] == "2s"
     assert config["global"]["evaluation_interval"] == "2s"
-    assert config["rule_files"] == ["/repo/prometheus/rules/*.yml"]
+    assert config["rule_files"] == [
+        "/repo/prometheus/rules/*.yml",
+        "/s/prometheus/rules/*.yml",
+    ]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert jobs["crm-kpi-stream"]["static_configs"] == [
-        {"targets": ["127.0.0.1:6066", "127.0.0.1:6067"]}
+    assert "static_configs" not in jobs["crm-kpi-stream"]
+    assert jobs["crm-kpi-stream"]["file_sd_configs"] == [
+        {"files": ["/s/prometheus/targets/*.json"], "refresh_interval": "2s"}
     ]
     assert jobs["prometheus"]["static_configs"] == [{"targets": ["127.0.0.1:19090"]}]
 
 
-def test_prometheus_template_accepts_no_worker_target() -> None:
+def test_prometheus_template_quotes_paths_yaml_would_misread() -> None:
     template = (REPO / "prometheus" / "prometheus.local.yml").read_text()
 
-    text = stack.render_prometheus_config(template, "/r/*.yml", [], "127.0.0.1:9090")
+    text = stack.render_prometheus_config(
+        template, "/a: b/*.yml", "/#c/*.yml", '/"d"/*.json', "127.0.0.1:9090"
+    )
 
-    jobs = {job["job_name"]: job for job in yaml.safe_load(text)["scrape_configs"]}
-    assert jobs["crm-kpi-stream"]["static_configs"] == [{"targets": []}]
+    config = yaml.safe_load(text)
+    assert config["rule_files"] == ["/a: b/*.yml", "/#c/*.yml"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["crm-kpi-stream"]["file_sd_configs"][0]["files"] == ['/"d"/*.json']
+
+
+def test_prometheus_targets_file_lists_every_worker_in_one_group() -> None:
+    text = stack.render_prometheus_targets(["127.0.0.1:6066", "127.0.0.1:6067"])
+
+    assert json.loads(text) == [
+        {"targets": ["127.0.0.1:6066", "127.0.0.1:6067"], "labels": {}}
+    ]
+
+
+def test_prometheus_targets_file_holds_no_group_without_workers() -> None:
+    assert json.loads(stack.render_prometheus_targets([])) == []
+
+
+def test_stack_writes_the_worker_targets_where_the_config_looks(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        stack_dir=tmp_path / "s",
+        prometheus_port=19090,
+        prometheus_targets=["127.0.0.1:16066"],
+    )
+    layout = stack.Layout.of(settings)
+
+    config_file = stack._write_prometheus_config(settings, layout)
+
+    config = yaml.safe_load(config_file.read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    [files] = [sd["files"] for sd in jobs["crm-kpi-stream"]["file_sd_configs"]]
+    assert files == [str(tmp_path / "s" / "prometheus" / "targets" / "*.json")]
+    assert config["rule_files"][1] == str(
+        tmp_path / "s" / "prometheus" / "rules" / "*.yml"
+    )
+    assert layout.prometheus_rules.is_dir()
+    assert sorted(p.name for p in layout.prometheus_targets.iterdir()) == [
+        "workers.json"
+    ]
+    workers = layout.prometheus_targets / "workers.json"
+    assert json.loads(workers.read_text()) == [
+        {"targets": ["127.0.0.1:16066"], "labels": {}}
+    ]
 
 
 def test_redis_conf_binds_loopback_in_the_foreground_with_its_own_dir() -> None:
