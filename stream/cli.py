@@ -25,7 +25,10 @@ def _worker(args: argparse.Namespace) -> int:
 
     from stream.topics import ensure_topics
 
-    asyncio.run(ensure_topics(get_settings()))
+    settings = get_settings()
+    # Faust creates its data directory but not the directories above it.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(ensure_topics(settings))
 
     from stream.app import app
 
@@ -141,6 +144,11 @@ def _demo(args: argparse.Namespace) -> int:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+    for name, process in (("worker", worker), ("simulator", simulator)):
+        if process.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
+            print(f"crm-kpi: the {name} stopped with status {process.returncode}")
+            return 1
     return 0
 
 
