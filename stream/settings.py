@@ -5,8 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_RATES: dict[str, Decimal] = {
@@ -17,6 +19,9 @@ DEFAULT_RATES: dict[str, Decimal] = {
     "SEK": Decimal("0.088"),
     "JPY": Decimal("0.0061"),
 }
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class Settings(BaseSettings):
@@ -36,6 +41,47 @@ class Settings(BaseSettings):
     # Kafka
     kafka_bootstrap: str = Field(
         "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        "PLAINTEXT",
+        description="How every Kafka client talks to the brokers: PLAINTEXT, SSL"
+        " (TLS), SASL_PLAINTEXT (SASL without TLS) or SASL_SSL (SASL over TLS).",
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        "PLAIN",
+        description="SASL mechanism of SASL_PLAINTEXT and SASL_SSL: PLAIN,"
+        " SCRAM-SHA-256 or SCRAM-SHA-512.",
+    )
+    kafka_sasl_username: str | None = Field(
+        None, description="SASL user name; required by the SASL protocols."
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        None,
+        description="SASL password; required by the SASL protocols. Never shown"
+        " in logs or in the settings' repr.",
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None,
+        description="PEM file of the CAs that sign the brokers' certificates;"
+        " the system's CAs when unset. SSL and SASL_SSL only.",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None,
+        description="PEM client certificate, for brokers that ask for one"
+        " (ssl.client.auth=required). SSL and SASL_SSL only.",
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        None,
+        description="PEM private key of the client certificate; unset when the"
+        " certificate file holds the key too.",
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="Password of an encrypted client key file."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True,
+        description="Check that a broker's certificate names the host connected"
+        " to. Turn off only for certificates issued to another name.",
     )
     app_id: str = Field(
         "crm-kpi-stream",
@@ -118,7 +164,19 @@ class Settings(BaseSettings):
         1.0, gt=0, description="Least time between two snapshots of the same KPI key."
     )
     redis_url: str = Field(
-        "redis://127.0.0.1:6379/0", description="Redis holding the latest KPI values."
+        "redis://127.0.0.1:6379/0",
+        description="Redis holding the latest KPI values; rediss:// for TLS. A"
+        " password in the URL is moved to redis_password.",
+    )
+    redis_password: SecretStr | None = Field(
+        None,
+        description="Password of Redis AUTH (with the URL's user name, if any)."
+        " Never shown in logs or in the settings' repr.",
+    )
+    redis_ssl_cafile: Path | None = Field(
+        None,
+        description="PEM file of the CAs that sign Redis's certificate, for a"
+        " rediss:// URL; the system's CAs when unset.",
     )
     redis_prefix: str = Field("crm:kpi", description="Prefix of the Redis keys.")
     redis_channel: str = Field(
@@ -167,6 +225,24 @@ class Settings(BaseSettings):
         gt=0,
         description="How long `stack down` waits after SIGTERM before SIGKILL.",
     )
+
+    @model_validator(mode="after")
+    def _password_out_of_redis_url(self) -> Settings:
+        """Move a password written into `redis_url` to `redis_password`.
+
+        The URL is shown in logs and error messages; the password then is not.
+        A `redis_password` given on its own takes precedence over the URL's.
+        """
+        parts = urlsplit(self.redis_url)
+        if parts.password is None:
+            return self
+
+        host = parts.netloc.rpartition("@")[2]
+        user = f"{parts.username}@" if parts.username else ""
+        self.redis_url = urlunsplit(parts._replace(netloc=user + host))
+        if self.redis_password is None:
+            self.redis_password = SecretStr(unquote(parts.password))
+        return self
 
 
 @lru_cache(maxsize=1)
