@@ -20,6 +20,7 @@ from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
+from stream.connections import kafka_options
 from stream.errors import CrmKpiError
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -309,7 +310,7 @@ async def send(
     # in-sync replica has it, and a batch retried after a lost response is not
     # written twice, so the run adds no duplicates of its own to the topic.
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_options(settings),
         acks="all",
         enable_idempotence=True,
         linger_ms=LINGER_MS,

@@ -28,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from schemas.kpis import KpiSnapshot
+from stream.connections import kafka_options, redis_options
 from stream.errors import SettingsError, TopicError
 from stream.settings import Settings
 from stream.topics import ensure_topics, external_topics
@@ -205,7 +206,7 @@ class KafkaSink(_BacklogSink):
         """
         await ensure_snapshot_topic(self.settings)
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **kafka_options(self.settings),
             acks="all",
             enable_idempotence=True,
             linger_ms=10,
@@ -274,6 +275,7 @@ class RedisSink(_BacklogSink):
         # with backoff would hold the timer for seconds on every attempt.
         self._client = Redis.from_url(
             settings.redis_url,
+            **redis_options(settings),
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
             socket_timeout=REDIS_TIMEOUT_SECONDS,
             retry=Retry(NoBackoff(), 0),
@@ -345,7 +347,7 @@ async def ensure_snapshot_topic(settings: Settings) -> list[int]:
         settings, [t for t in external_topics(settings) if t.name == topic]
     )
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
     try:
         await admin.start()
         policy = await cleanup_policy(admin, topic)

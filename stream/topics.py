@@ -7,6 +7,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from stream.connections import kafka_options
 from stream.errors import TopicError
 from stream.settings import Settings
 
@@ -50,7 +51,7 @@ async def ensure_topics(
         TopicError: the broker cannot be reached or refuses a topic.
     """
     wanted = external_topics(settings) if topics is None else topics
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
     try:
         await admin.start()
         existing = set(await admin.list_topics())

@@ -42,6 +42,7 @@ from schemas.api import (
 )
 from schemas.kpis import KpiSnapshot, snapshot_key
 from stream.catalogue import CATALOGUE, KPIS, Kpi, Unit, get_kpi
+from stream.connections import kafka_options
 from stream.errors import CatalogueError
 from stream.settings import Settings
 from stream.sinks import ensure_snapshot_topic
@@ -190,7 +191,7 @@ class SnapshotReader:
             for partition in await ensure_snapshot_topic(self.settings)
         ]
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **kafka_options(self.settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
