@@ -38,6 +38,7 @@ from schemas.admitted import AdmittedBatch, AdmittedEvent
 from schemas.kpis import KpiSnapshot
 from stream import checkpoints
 from stream.catalogue import SeriesKey
+from stream.connections import faust_credentials
 from stream.errors import InvalidEventError
 from stream.exporters import KpiGauges, PipelineMetrics
 from stream.ingest import dead_letter_for, decode, to_reporting
@@ -54,6 +55,7 @@ settings: Settings = get_settings()
 app = faust.App(
     settings.app_id,
     broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+    broker_credentials=faust_credentials(settings),
     store="memory://",
     datadir=str(settings.data_dir),
     topic_partitions=1,
@@ -68,6 +70,10 @@ app = faust.App(
     web_port=settings.web_port,
     web_host=settings.web_host,
     web_in_thread=False,
+    # Faust's router and table pages would show the partition routing and the
+    # raw KPI checkpoint; the worker's pages are its own (all GET, read-only).
+    web_router_enabled=False,
+    web_tables_enabled=False,
 )
 
 events_topic = app.topic(
