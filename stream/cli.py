@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from stream.errors import CrmKpiError
 from stream.settings import get_settings
 
@@ -214,6 +216,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = args.handler(args)
     except CrmKpiError as error:
         print(f"crm-kpi: {error}", file=sys.stderr)
+        return 2
+    except ValidationError as error:
+        # Settings come from CRM_* variables; say which one is wrong.
+        problems = "; ".join(
+            f"CRM_{'_'.join(str(part) for part in e['loc']).upper()}: {e['msg']}"
+            for e in error.errors()
+        )
+        print(f"crm-kpi: invalid settings: {problems}", file=sys.stderr)
         return 2
     return status
 
