@@ -6,6 +6,11 @@ ones go out: a key is emitted when its value differs from the one last emitted
 for it, and no sooner than `interval_seconds` after that emission. A change
 held back by the rate limit is not lost: the key still differs at the next
 tick, so the latest value always gets out, one interval late at most.
+
+A key whose value holds still while the watermark moves gets the new watermark
+too, but not on every move, which would emit every key every interval: once
+the watermark has stood still for an interval (the stream paused or ended),
+or, while it keeps moving, once per `REFRESH_INTERVALS` intervals.
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ Faust timers correct their drift by sleeping up to 0.1 s less than the
 interval, so ticks at exactly the interval would often fall a hair short of
 it and every other change would wait a whole extra interval. Offering several
 times per interval keeps a held-back change at most a quarter interval late.
+"""
+
+REFRESH_INTERVALS = 60
+"""How many intervals a key may keep an old watermark while the watermark moves.
+
+With its value unchanged, a key's snapshot says nothing new but the watermark;
+refreshing it at this pace keeps the volume of a feed that only follows the
+watermark to one snapshot per key a minute (at the default interval).
 """
 
 Values = Mapping[SeriesKey, float | None]
@@ -80,6 +93,15 @@ def build_snapshot(
 
 
 @dataclass(frozen=True)
+class _Emitted:
+    """What was last emitted for a key, and when (monotonic seconds)."""
+
+    value: float | None
+    watermark_ms: int
+    at: float
+
+
+@dataclass(frozen=True)
 class _Offer:
     """The values of one tick, kept to build the latest snapshots on demand."""
 
@@ -109,9 +131,11 @@ class Snapshotter:
         self.interval_seconds = interval_seconds
         self._clock = clock
         self._wall_clock = wall_clock
-        self._emitted: dict[SeriesKey, tuple[float | None, float]] = {}
+        self._emitted: dict[SeriesKey, _Emitted] = {}
         self._offer: _Offer | None = None
         self._latest: dict[str, KpiSnapshot] = {}
+        self._watermark_ms: int | None = None
+        self._watermark_moved_at = 0.0
 
     @property
     def tick_seconds(self) -> float:
@@ -122,9 +146,9 @@ class Snapshotter:
         """Take the engine's current values; return the snapshots to emit now.
 
         Returns:
-            One snapshot per key whose value differs from the one last emitted
-            for it (or that was never emitted) and whose last emission is at
-            least `interval_seconds` old, in the order of `values`.
+            One snapshot per key that was never emitted, or whose last emission
+            is at least `interval_seconds` old and that is due (`_due`), in
+            the order of `values`.
 
         Raises:
             CatalogueError: a key names a series the catalogue does not have.
@@ -135,26 +159,53 @@ class Snapshotter:
         )
         self._offer = offer
         self._latest = {}
+        if watermark_ms != self._watermark_ms:
+            self._watermark_ms = watermark_ms
+            self._watermark_moved_at = now
+        settled = now - self._watermark_moved_at >= self.interval_seconds
 
         due: list[KpiSnapshot] = []
         for key, value in offer.values.items():
             last = self._emitted.get(key)
-            if last is not None:
-                last_value, last_at = last
-                if last_value == value or now - last_at < self.interval_seconds:
-                    continue
+            if last is not None and not self._due(
+                last, value, watermark_ms, now, settled
+            ):
+                continue
             due.append(
                 build_snapshot(
                     key, value, offer.watermark, offer.computed_at, self.currency
                 )
             )
-            self._emitted[key] = (value, now)
+            self._emitted[key] = _Emitted(value, watermark_ms, now)
 
         if due:
             logger.debug(
                 "snapshots due count=%s watermark=%s", len(due), offer.watermark
             )
         return due
+
+    def _due(
+        self,
+        last: _Emitted,
+        value: float | None,
+        watermark_ms: int,
+        now: float,
+        settled: bool,
+    ) -> bool:
+        """Whether a key emitted before goes out again now.
+
+        A changed value is due once the interval has passed. An unchanged one
+        with a newer watermark is due once the watermark has settled, or
+        after `REFRESH_INTERVALS` intervals if it keeps moving.
+        """
+        since = now - last.at
+        if since < self.interval_seconds:
+            return False
+        if value != last.value:
+            return True
+        if watermark_ms == last.watermark_ms:
+            return False
+        return settled or since >= self.interval_seconds * REFRESH_INTERVALS
 
     def latest(self) -> Mapping[str, KpiSnapshot]:
         """Return the latest snapshot of every key, by snapshot key.
@@ -185,3 +236,4 @@ class Snapshotter:
         self._emitted.clear()
         self._offer = None
         self._latest = {}
+        self._watermark_ms = None

@@ -138,6 +138,44 @@ def test_an_unchanged_value_is_not_emitted_again() -> None:
     assert feed.offer({("complaints", "1h", "all"): 2.0}, WATERMARK_MS + 5000) == []
 
 
+def test_an_unchanged_value_takes_the_watermark_once_it_settles() -> None:
+    clock = FakeClock()
+    feed = snapshotter(clock, interval=1.0)
+    key = ("complaints", "1h", "all")
+    feed.offer({key: 2.0}, WATERMARK_MS)
+
+    clock.now += 1.0
+    moving = feed.offer({key: 2.0}, WATERMARK_MS + 7000)
+    clock.now += 0.75
+    still_too_soon = feed.offer({key: 2.0}, WATERMARK_MS + 7000)
+    clock.now += 0.25
+    settled = feed.offer({key: 2.0}, WATERMARK_MS + 7000)
+    clock.now += 5.0
+    again = feed.offer({key: 2.0}, WATERMARK_MS + 7000)
+
+    assert moving == []
+    assert still_too_soon == []
+    assert [(s.value, s.watermark) for s in settled] == [
+        (2.0, watermark_datetime(WATERMARK_MS + 7000))
+    ]
+    assert again == []
+
+
+def test_an_unchanged_value_takes_a_moving_watermark_once_a_minute() -> None:
+    clock = FakeClock()
+    feed = snapshotter(clock, interval=1.0)
+    key = ("margin", "last_month", None)
+    emitted_at: list[float] = []
+
+    # The watermark moves at every offer, four a second, for 150 s.
+    for step in range(601):
+        clock.now = 100.0 + step / 4
+        if feed.offer({key: 10.0}, WATERMARK_MS + step * 250):
+            emitted_at.append(clock.now - 100.0)
+
+    assert emitted_at == [0.0, 60.0, 120.0]
+
+
 def test_only_the_changed_keys_are_emitted() -> None:
     clock = FakeClock()
     feed = snapshotter(clock)
