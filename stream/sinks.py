@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaProducer
@@ -31,6 +32,7 @@ from schemas.kpis import KpiSnapshot
 from stream.connections import kafka_options, redis_options
 from stream.errors import SettingsError, TopicError
 from stream.settings import Settings
+from stream.snapshots import EPOCH
 from stream.topics import ensure_topics, external_topics
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0
 """Least time between two attempts to write to a service that is down."""
 
+MILLISECOND = timedelta(milliseconds=1)
 KAFKA_REQUEST_TIMEOUT_MS = 10_000
 REDIS_TIMEOUT_SECONDS = 2.0
 TOPIC_METADATA_SECONDS = 10.0
@@ -231,11 +234,16 @@ class KafkaSink(_BacklogSink):
 
     async def _write(self, snapshots: list[KpiSnapshot]) -> None:
         assert self._producer is not None
+        # The record timestamp is the time the snapshot was computed, not the
+        # time of the send: the sends of a batch spread over tens of
+        # milliseconds, which would bring two records of a key, emitted an
+        # interval apart, closer than the interval on the topic.
         deliveries = [
             await self._producer.send(
                 self.topic,
                 key=snapshot.key.encode(),
                 value=snapshot.model_dump_json().encode(),
+                timestamp_ms=(snapshot.computed_at - EPOCH) // MILLISECOND,
             )
             for snapshot in snapshots
         ]
