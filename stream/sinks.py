@@ -103,6 +103,7 @@ class _BacklogSink:
         self._backlog: dict[str, KpiSnapshot] = {}
         self._down_since: float | None = None
         self._retry_at = 0.0
+        self._contact_at = clock()
         self._lock = asyncio.Lock()
 
     @property
@@ -119,24 +120,39 @@ class _BacklogSink:
         """Write the snapshots, with any still waiting from earlier failures.
 
         Call it on every tick, with no snapshots too: that is when a backlog
-        left by an outage goes out. Never raises for the service being down.
+        left by an outage goes out, and when an idle sink checks that the
+        service still answers (at most once per `retry_seconds`). Never raises
+        for the service being down.
         """
         async with self._lock:
             for snapshot in snapshots:
                 self._backlog[snapshot.key] = snapshot
 
-            retry_later = self.down and self._clock() < self._retry_at
-            if self._backlog and self._ready() and not retry_later:
-                batch = list(self._backlog.values())
-                try:
-                    await self._write(batch)
-                except self.errors as error:
-                    self._failed(error)
-                else:
-                    self._backlog.clear()
-                    self._written(len(batch))
+            now = self._clock()
+            if not self._ready():
+                pass
+            elif self.down:
+                if now >= self._retry_at:
+                    await self._attempt()
+            elif self._backlog or now - self._contact_at >= self._retry_seconds:
+                await self._attempt()
 
             self._metrics.backlog.labels(self.name).set(len(self._backlog))
+
+    async def _attempt(self) -> None:
+        """Write the backlog; with none, check that the service answers."""
+        batch = list(self._backlog.values())
+        self._contact_at = self._clock()
+        try:
+            if batch or self.down:
+                await self._write(batch)
+            else:
+                await self._probe()
+        except self.errors as error:
+            self._failed(error)
+        else:
+            self._backlog.clear()
+            self._written(len(batch))
 
     def _failed(self, error: BaseException) -> None:
         self._error_counter.inc()
@@ -170,6 +186,9 @@ class _BacklogSink:
 
     async def _write(self, snapshots: list[KpiSnapshot]) -> None:
         raise NotImplementedError
+
+    async def _probe(self) -> None:
+        """Check that the service answers; raise one of `errors` if not."""
 
     def _target(self) -> str:
         raise NotImplementedError
@@ -263,6 +282,12 @@ class RedisSink(_BacklogSink):
 
     Both are written in one MULTI/EXEC transaction, so a subscriber that reads
     the hash on a message finds at least that value.
+
+    A Redis that restarts without persistence comes back empty. So the first
+    write after an outage sets every key the sink has written before, not only
+    those that changed meanwhile; and an idle sink sends a PING once per
+    `retry_seconds`, so that a restart between two changes is noticed too (the
+    client's connection from before the restart fails).
     """
 
     name = "redis"
@@ -278,6 +303,7 @@ class RedisSink(_BacklogSink):
         super().__init__(metrics, metrics.redis_errors, clock, retry_seconds)
         self.latest_key = latest_key(settings.redis_prefix)
         self.channel = settings.redis_channel
+        self._stored: dict[str, str] = {}
         self._address = urlsplit(settings.redis_url).netloc.rpartition("@")[2]
         # The sink retries on its own schedule; the client's default retries
         # with backoff would hold the timer for seconds on every attempt.
@@ -315,11 +341,22 @@ class RedisSink(_BacklogSink):
 
     async def _write(self, snapshots: list[KpiSnapshot]) -> None:
         bodies = {snapshot.key: snapshot.model_dump_json() for snapshot in snapshots}
+        # After an outage Redis may have lost the hash: set every key again.
+        # Only the snapshots that are new are announced on the channel.
+        latest = {**self._stored, **bodies} if self.down else bodies
+        if not latest:
+            # An empty transaction would succeed without asking Redis.
+            await self._probe()
+            return
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(self.latest_key, mapping=bodies)  # type: ignore[arg-type]
+            pipe.hset(self.latest_key, mapping=latest)  # type: ignore[arg-type]
             for body in bodies.values():
                 pipe.publish(self.channel, body)
             await pipe.execute()
+        self._stored.update(bodies)
+
+    async def _probe(self) -> None:
+        await self._client.ping()
 
     def _failed(self, error: BaseException) -> None:
         self._metrics.redis_up.set(0)

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -293,3 +294,85 @@ async def test_redis_outage_loses_no_latest_snapshot(
     assert any(
         r.getMessage().startswith("redis reachable again") for r in caplog.records
     )
+
+
+def _lose_redis_data(settings: Settings) -> None:
+    """Restart Redis empty, as one without persistence comes back."""
+    stack.stop_service(settings, "redis")
+    try:
+        _redis_dump(settings).unlink(missing_ok=True)
+    finally:
+        stack.start_service(settings, "redis")
+
+
+def _redis_dump(settings: Settings) -> Path:
+    """Return the file the stack's Redis writes its data to as it stops."""
+    return stack.Layout.of(settings).data_dir("redis") / "dump.rdb"
+
+
+async def _stored_values(settings: Settings) -> dict[str, float | None]:
+    client = Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        stored = await client.hgetall(f"{settings.redis_prefix}:latest")
+    finally:
+        await client.aclose()
+    return {str(key): json.loads(body)["value"] for key, body in stored.items()}
+
+
+async def test_redis_back_empty_after_an_outage_gets_every_key_again(
+    settings: Settings,
+) -> None:
+    registry = CollectorRegistry()
+    sink = RedisSink(settings, FeedMetrics(registry), retry_seconds=0.05)
+    await sink.start()
+    await sink.publish([snap(LEADS, 1.0), snap(MARGIN, 10.0)])
+
+    stack.stop_service(settings, "redis")
+    try:
+        _redis_dump(settings).unlink(missing_ok=True)
+        await sink.publish([snap(COMPLAINTS, 3.0)])
+        backlog_while_down = sink.backlog
+    finally:
+        stack.start_service(settings, "redis")
+
+    deadline = time.monotonic() + 10
+    while sink.backlog and time.monotonic() < deadline:
+        await asyncio.sleep(0.06)
+        await sink.publish([])
+    try:
+        stored = await _stored_values(settings)
+    finally:
+        await sink.stop()
+
+    assert backlog_while_down == 1
+    assert stored == {
+        "lead_volume|1h|": 1.0,
+        "margin|month|": 10.0,
+        "complaints|day|billing": 3.0,
+    }
+
+
+async def test_an_idle_redis_sink_notices_a_restart_and_writes_every_key_again(
+    settings: Settings,
+) -> None:
+    registry = CollectorRegistry()
+    sink = RedisSink(settings, FeedMetrics(registry), retry_seconds=0.05)
+    await sink.start()
+    await sink.publish([snap(LEADS, 1.0), snap(MARGIN, 10.0)])
+
+    _lose_redis_data(settings)
+    emptied = await _stored_values(settings)
+    deadline = time.monotonic() + 10
+    stored: dict[str, float | None] = {}
+    try:
+        while len(stored) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.06)
+            await sink.publish([])
+            stored = await _stored_values(settings)
+    finally:
+        await sink.stop()
+
+    assert emptied == {}
+    assert stored == {"lead_volume|1h|": 1.0, "margin|month|": 10.0}
+    assert registry.get_sample_value("crm_redis_errors_total") == 1.0
+    assert registry.get_sample_value("crm_redis_up") == 1.0
