@@ -35,13 +35,20 @@ class TopicRecord:
     snapshot: KpiSnapshot
 
 
-def simulate(seed: int, events: int, days: float) -> list[simulator.SimulatedRecord]:
-    """Return a seeded log of every event type and fault, ending about now."""
+def simulate(
+    seed: int, events: int, days: float, start: datetime | None = None
+) -> list[simulator.SimulatedRecord]:
+    """Return a seeded log of every event type and fault.
+
+    It starts at `start`, or `days` before now so that it ends about now. The
+    simulator's daily curve follows the time of day, so only a fixed start
+    gives the same event times, and so the same KPIs, on every run.
+    """
     options = simulator.SimulationOptions(
         seed=seed,
         events=events,
         density=events / (days * 86400),
-        start=datetime.now(UTC) - timedelta(days=days),
+        start=start or datetime.now(UTC) - timedelta(days=days),
         duplicate_rate=0.02,
         out_of_order_rate=0.05,
         late_rate=0.005,
