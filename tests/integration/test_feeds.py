@@ -243,8 +243,10 @@ async def test_redis_restarted_empty_catches_up_with_every_key(
     # Redis restarts empty again while no KPI changes: the worker notices and
     # writes every key again.
     stack.stop_service(stack_settings, "redis")
-    redis_dump.unlink(missing_ok=True)
-    stack.start_service(stack_settings, "redis")
+    try:
+        redis_dump.unlink(missing_ok=True)
+    finally:
+        stack.start_service(stack_settings, "redis")
     wait_until(
         lambda: not redis_differences(worker_run, redis_url),
         timeout=15,
