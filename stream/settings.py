@@ -11,6 +11,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stream.errors import SettingsError
+
 DEFAULT_RATES: dict[str, Decimal] = {
     "EUR": Decimal("1"),
     "USD": Decimal("0.92"),
@@ -242,6 +244,38 @@ class Settings(BaseSettings):
         self.redis_url = urlunsplit(parts._replace(netloc=user + host))
         if self.redis_password is None:
             self.redis_password = SecretStr(unquote(parts.password))
+        return self
+
+    @model_validator(mode="after")
+    def _check_rates(self) -> Settings:
+        """Refuse a rate table that would distort money amounts.
+
+        Raises:
+            SettingsError: a rate is zero or negative, or the reporting currency
+                is missing from the table or not at rate 1.
+        """
+        currency = self.reporting_currency
+        wrong = sorted(code for code, rate in self.rates.items() if not rate > 0)
+        if wrong:
+            shown = ", ".join(f"{code}={self.rates[code]}" for code in wrong)
+            raise SettingsError(
+                f"CRM_RATES has rates that are not positive ({shown}); give each"
+                f" currency the units of {currency} that one unit of it is worth,"
+                ' such as "0.92"'
+            )
+
+        rate = self.rates.get(currency)
+        if rate is None:
+            raise SettingsError(
+                f"CRM_RATES lacks the reporting currency {currency}"
+                f' (CRM_REPORTING_CURRENCY); add "{currency}": "1"'
+            )
+        if rate != 1:
+            raise SettingsError(
+                f"CRM_RATES gives the reporting currency {currency}"
+                f" (CRM_REPORTING_CURRENCY) the rate {rate}; it must be 1, with the"
+                f" other rates in units of {currency}"
+            )
         return self
 
 
