@@ -110,6 +110,14 @@ def _schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def _docs(args: argparse.Namespace) -> int:
+    from stream.docs import write_docs
+
+    for path in write_docs(Path(args.directory)):
+        print(path)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     """Bring up the stack, run a worker fed by a live simulator, until Ctrl-C."""
     from stream import stack
@@ -196,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     schemas = commands.add_parser("schemas", help="regenerate the JSON Schema files")
     schemas.add_argument("--directory", default="schemas/json")
     schemas.set_defaults(handler=_schemas)
+
+    docs = commands.add_parser("docs", help="regenerate docs/settings.md")
+    docs.add_argument("--directory", default="docs")
+    docs.set_defaults(handler=_docs)
 
     demo = commands.add_parser(
         "demo", help="stack up, then a worker fed by a live simulator"
