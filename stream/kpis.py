@@ -197,7 +197,13 @@ class KpiEngine:
 
     @property
     def watermark_ms(self) -> int | None:
-        """The largest event time applied so far, or None before the first."""
+        """The largest event time applied so far, or None before the first.
+
+        Only events move it. On a live stream that falls silent the KPIs stay
+        at the last event's time rather than sliding on with the wall clock,
+        which the contract allows; doing so would need the wall-clock advance
+        recorded in the checkpoint, so that a restart computes the same values.
+        """
         return self._watermark
 
     @property

@@ -151,11 +151,6 @@ class Settings(BaseSettings):
     daily_lead_target: int = Field(
         100, ge=0, description="Leads per day aimed for; 0 leaves the ratio out."
     )
-    idle_advance: bool = Field(
-        False,
-        description="Let the watermark follow the wall clock while the stream is"
-        " idle (live mode). Replays of history leave it off.",
-    )
 
     # Outputs
     web_host: str = Field(
