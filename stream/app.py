@@ -201,6 +201,8 @@ class KpiStage:
         self.last_checkpoint = time.monotonic()
         self.unacked: list[EventT[Any]] = []
         self.produced_ms: list[int] = []
+        self.sources: dict[tuple[str, int], int] = {}
+        """The highest events-topic offset taken, by topic and partition."""
         self._values: dict[SeriesKey, float | None] = {}
         self._values_at = -1
 
@@ -221,10 +223,12 @@ class KpiStage:
             self.engine = KpiEngine(settings)
             self.applied_offset = -1
             self.generation = 0
+            self.sources = {}
         else:
             self.engine = KpiEngine.load(stored.state, settings)
             self.applied_offset = stored.offset
             self.generation = stored.generation + 1
+            self.sources = dict(stored.sources)
         logger.info(
             "kpi state acquired applied_offset=%s watermark_ms=%s",
             self.applied_offset,
@@ -246,6 +250,25 @@ class KpiStage:
         gauges.clear()
         snapshotter.reset()
         metrics.kpi_owner.set(0)
+
+    def repeated(self, topic: str, admitted: AdmittedEvent) -> bool:
+        """Tell whether an event's source record was taken before; note it if not.
+
+        Faust commits the ingest stage's offsets every `broker_commit_interval`;
+        the records forwarded since the last commit are read and forwarded
+        again when a worker crashes or its partitions move. Those copies can
+        reach this stage after the watermark moved past the dedupe horizon (a
+        replay covers days of event time a second), so the event-id check
+        alone would apply them twice. Ingest forwards each partition in offset
+        order, and a worker starts a partition at the committed offset, whose
+        records are all in the admitted topic by then: a first copy always
+        comes with an offset above every offset taken from its partition.
+        """
+        source = (topic, admitted.partition)
+        if admitted.offset <= self.sources.get(source, -1):
+            return True
+        self.sources[source] = admitted.offset
+        return False
 
     def checkpoint_due(self) -> bool:
         """Tell whether enough time has passed to write a checkpoint."""
@@ -270,7 +293,7 @@ async def compute(stream: StreamT[bytes]) -> None:
             value = cast(bytes, record.message.value)
             batch = AdmittedBatch.model_validate_json(value)
             for admitted in batch.events:
-                await apply(engine, admitted)
+                await apply(engine, batch.topic, admitted)
             stage.applied_offset = offset
         stage.unacked.append(record)
 
@@ -278,9 +301,23 @@ async def compute(stream: StreamT[bytes]) -> None:
             await write_checkpoint(engine, manual)
 
 
-async def apply(engine: KpiEngine, admitted: AdmittedEvent) -> None:
-    """Apply one event; send it to the late topic when it is too old."""
+async def apply(engine: KpiEngine, topic: str, admitted: AdmittedEvent) -> None:
+    """Apply one event; send it to the late topic when it is too old.
+
+    A copy of a source record forwarded again counts as a duplicate.
+    """
     event = admitted.event
+    if stage.repeated(topic, admitted):
+        metrics.events.labels(event.type, "duplicate").inc()
+        metrics.duplicates.inc()
+        logger.debug(
+            "repeated event_id=%s partition=%s offset=%s",
+            event.event_id,
+            admitted.partition,
+            admitted.offset,
+        )
+        return
+
     outcome = engine.admit(event)
     metrics.events.labels(event.type, outcome.name.lower()).inc()
 
@@ -302,7 +339,9 @@ async def apply(engine: KpiEngine, admitted: AdmittedEvent) -> None:
 async def write_checkpoint(engine: KpiEngine, manual: Stream[bytes]) -> None:
     """Store the engine with its offset, then acknowledge what it includes."""
     state = engine.dump()
-    checkpoints.write(checkpoint_table, state, stage.applied_offset, stage.generation)
+    checkpoints.write(
+        checkpoint_table, state, stage.applied_offset, stage.generation, stage.sources
+    )
     stage.generation += 1
     await app.producer.flush()
 

@@ -1,12 +1,13 @@
 """Checkpoints of the KPI state: split into chunks, stored in a Faust table.
 
 A checkpoint is the serialized engine plus the offset of the last record of
-the admitted-events topic it includes. It is written as numbered chunks under
-one of two alternating generations, then a head record naming the generation.
-All records go to the same changelog partition, and Kafka keeps the order of
-a partition, so a restored head always points at a complete generation: a
-crash while chunks are written leaves the previous head and its generation
-intact.
+the admitted-events topic it includes, and the last events-topic offset taken
+from each partition (to recognise a batch the ingest stage forwards again).
+It is written as numbered chunks under one of two alternating generations,
+then a head record naming the generation. All records go to the same
+changelog partition, and Kafka keeps the order of a partition, so a restored
+head always points at a complete generation: a crash while chunks are written
+leaves the previous head and its generation intact.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -36,6 +37,8 @@ class Checkpoint:
     state: bytes
     offset: int
     generation: int
+    sources: dict[tuple[str, int], int] = field(default_factory=dict)
+    """The highest events-topic offset taken, by topic and partition."""
 
 
 def chunk_key(generation: int, index: int) -> str:
@@ -44,7 +47,11 @@ def chunk_key(generation: int, index: int) -> str:
 
 
 def write(
-    table: MutableMapping[str, bytes], state: bytes, offset: int, generation: int
+    table: MutableMapping[str, bytes],
+    state: bytes,
+    offset: int,
+    generation: int,
+    sources: Mapping[tuple[str, int], int] | None = None,
 ) -> int:
     """Store `state` as generation `generation`; return the number of chunks.
 
@@ -64,6 +71,7 @@ def write(
         "offset": offset,
         "bytes": len(state),
         "sha256": hashlib.sha256(state).hexdigest(),
+        "sources": [[t, p, at] for (t, p), at in (sources or {}).items()],
     }
     table[HEAD_KEY] = orjson.dumps(head)
     return len(chunks)
@@ -104,4 +112,14 @@ def read(table: Mapping[str, bytes]) -> Checkpoint | None:
         head["offset"],
         len(state),
     )
-    return Checkpoint(state=state, offset=int(head["offset"]), generation=generation)
+    # A head written before sources were kept has none: a batch forwarded
+    # again is then caught by the event-id check alone, as it was.
+    sources = {
+        (str(topic), int(part)): int(at) for topic, part, at in head.get("sources", [])
+    }
+    return Checkpoint(
+        state=state,
+        offset=int(head["offset"]),
+        generation=generation,
+        sources=sources,
+    )
