@@ -294,7 +294,17 @@ async def compute(stream: StreamT[bytes]) -> None:
             batch = AdmittedBatch.model_validate_json(value)
             for admitted in batch.events:
                 await apply(engine, batch.topic, admitted)
+                if stage.engine is not engine:
+                    break
             stage.applied_offset = offset
+
+        # With `stream_wait_empty=False` a revocation does not wait for the
+        # record in hand: the state may have been released, and taken by
+        # another worker, while it was applied. A checkpoint of it now would
+        # land in the changelog the new owner writes to, so the record is left
+        # to the owner, which reads it again from the committed offset.
+        if stage.engine is not engine:
+            continue
         stage.unacked.append(record)
 
         if stage.checkpoint_due():
