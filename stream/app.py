@@ -361,7 +361,6 @@ async def write_checkpoint(engine: KpiEngine, manual: Stream[bytes]) -> None:
     stage.last_checkpoint = time.monotonic()
     metrics.checkpoints.inc()
     metrics.checkpoint_bytes.set(len(state))
-    metrics.tracked_entities.set(engine.tracked_entities)
     logger.debug(
         "checkpoint written offset=%s bytes=%s", stage.applied_offset, len(state)
     )
@@ -398,6 +397,7 @@ async def publish() -> None:
         values = stage.values()
         gauges.update(values)
         metrics.watermark.set(engine.watermark_ms / 1000)
+        metrics.tracked_entities.set(engine.tracked_entities)
         snapshots = snapshotter.offer(values, engine.watermark_ms)
 
         now_ms = time.time() * 1000
