@@ -34,7 +34,7 @@ from faust.web import Request, Response, View
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from schemas.admitted import AdmittedBatch, AdmittedEvent
+from schemas.admitted import AdmittedEvent, Source, decode_batch, encode_batch
 from schemas.kpis import KpiSnapshot
 from stream import checkpoints
 from stream.catalogue import SeriesKey
@@ -136,13 +136,13 @@ async def ingest(stream: StreamT[bytes]) -> None:
         INGEST_BATCH, within=INGEST_WITHIN_SECONDS
     ):
         now = datetime.now(UTC)
-        admitted: list[AdmittedEvent] = []
+        admitted: list[Source] = []
         pending = []
+        metrics.consumed.labels(settings.events_topic).inc(len(batch))
 
         for record in batch:
             message = record.message
             positions[message.tp] = message.offset
-            metrics.consumed.labels(message.topic).inc()
             try:
                 event = to_reporting(decode(message.value, settings, now), settings)
             except InvalidEventError as error:
@@ -170,20 +170,12 @@ async def ingest(stream: StreamT[bytes]) -> None:
                     )
                 )
                 continue
-            admitted.append(
-                AdmittedEvent(
-                    partition=message.partition,
-                    offset=message.offset,
-                    produced_ms=int(message.timestamp * 1000),
-                    event=event,
-                )
-            )
+            produced_ms = int(message.timestamp * 1000)
+            admitted.append((message.partition, message.offset, produced_ms, event))
 
         if admitted:
-            value = AdmittedBatch(topic=settings.events_topic, events=admitted)
-            pending.append(
-                await admitted_topic.send(value=value.model_dump_json().encode())
-            )
+            value = encode_batch(settings.events_topic, admitted)
+            pending.append(await admitted_topic.send(value=value))
 
         # The batch is acknowledged when this body returns, so wait until the
         # broker has every record forwarded from it: at-least-once delivery.
@@ -291,7 +283,7 @@ async def compute(stream: StreamT[bytes]) -> None:
         if offset > stage.applied_offset:
             # The ingest agent always writes a value; it is never a tombstone.
             value = cast(bytes, record.message.value)
-            batch = AdmittedBatch.model_validate_json(value)
+            batch = decode_batch(value)
             for admitted in batch.events:
                 await apply(engine, batch.topic, admitted)
                 if stage.engine is not engine:
