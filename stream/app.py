@@ -124,6 +124,8 @@ register(app, reader)
 
 positions: dict[Any, int] = {}
 """Last offset read per events-topic partition, for the consumer lag."""
+lag_partitions: set[Any] = set()
+"""Events-topic partitions whose consumer lag this worker exports."""
 
 INGEST_BATCH = 1000
 INGEST_WITHIN_SECONDS = 0.02
@@ -437,15 +439,28 @@ class Feeds(Service):
 
 
 def update_lag() -> None:
-    """Set the consumer lag of every events-topic partition this worker reads."""
-    for tp in app.consumer.assignment():
-        if tp.topic != settings.events_topic:
-            continue
+    """Set the consumer lag of every events-topic partition this worker reads.
+
+    The series of a partition no longer assigned is removed here, not only on
+    revocation: aiokafka reports the old assignment until the group has synced
+    again, so a tick between the revocation and the new assignment brings back
+    the series of a partition that another worker may read from then on.
+    """
+    assigned = {
+        tp for tp in app.consumer.assignment() if tp.topic == settings.events_topic
+    }
+    for tp in lag_partitions - assigned:
+        with contextlib.suppress(KeyError):
+            metrics.lag.remove(tp.topic, str(tp.partition))
+    lag_partitions.intersection_update(assigned)
+
+    for tp in assigned:
         highwater = app.consumer.highwater(tp)
         if highwater is None:
             continue
         lag = max(0, highwater - (positions.get(tp, -1) + 1))
         metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+        lag_partitions.add(tp)
 
 
 @app.page("/metrics")
