@@ -27,7 +27,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import faust
 from faust.streams import Stream
 from faust.types import EventT, StreamT
 from faust.web import Request, Response, View
@@ -46,13 +45,14 @@ from stream.kpis import Admission, KpiEngine
 from stream.settings import Settings, get_settings
 from stream.sinks import FeedMetrics, KafkaSink, RedisSink
 from stream.snapshots import Snapshotter
+from stream.transport import App
 from stream.web import SnapshotReader, register
 
 logger = logging.getLogger(__name__)
 
 settings: Settings = get_settings()
 
-app = faust.App(
+app = App(
     settings.app_id,
     broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
     broker_credentials=faust_credentials(settings),
