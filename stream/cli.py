@@ -32,6 +32,12 @@ def _worker(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(settings))
 
+    # uvloop runs Faust's many small tasks and callbacks faster than asyncio's
+    # own loop; mode selects it for the Worker it creates next.
+    import mode.loop
+
+    mode.loop.use("uvloop")
+
     from stream.app import app
 
     worker = Worker(app, loglevel=args.loglevel, quiet=True)
