@@ -130,6 +130,13 @@ lag_partitions: set[Any] = set()
 INGEST_BATCH = 1000
 INGEST_WITHIN_SECONDS = 0.02
 
+CHECKPOINT_SHARE = 0.05
+"""Most of the worker's time that checkpoints may take.
+
+Writing one takes time in proportion to the state (about a second for a few
+hundred thousand entities), during which no event is applied: the interval
+grows past `checkpoint_interval_seconds` to keep them within this share."""
+
 
 @app.agent(events_topic)
 async def ingest(stream: StreamT[bytes]) -> None:
@@ -193,6 +200,8 @@ class KpiStage:
         self.applied_offset = -1
         self.generation = 0
         self.last_checkpoint = time.monotonic()
+        self.checkpoint_seconds = 0.0
+        """How long writing the last checkpoint took."""
         self.unacked: list[EventT[Any]] = []
         self.produced_ms: list[int] = []
         self.sources: dict[tuple[str, int], int] = {}
@@ -267,7 +276,11 @@ class KpiStage:
     def checkpoint_due(self) -> bool:
         """Tell whether enough time has passed to write a checkpoint."""
         elapsed = time.monotonic() - self.last_checkpoint
-        return bool(self.unacked) and elapsed >= settings.checkpoint_interval_seconds
+        least = max(
+            settings.checkpoint_interval_seconds,
+            self.checkpoint_seconds / CHECKPOINT_SHARE,
+        )
+        return bool(self.unacked) and elapsed >= least
 
 
 stage = KpiStage()
@@ -342,10 +355,12 @@ async def apply(engine: KpiEngine, topic: str, admitted: AdmittedEvent) -> None:
 
 async def write_checkpoint(engine: KpiEngine, manual: Stream[bytes]) -> None:
     """Store the engine with its offset, then acknowledge what it includes."""
+    started = time.monotonic()
     state = engine.dump()
     checkpoints.write(
         checkpoint_table, state, stage.applied_offset, stage.generation, stage.sources
     )
+    stage.checkpoint_seconds = time.monotonic() - started
     stage.generation += 1
     await app.producer.flush()
 
