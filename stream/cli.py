@@ -134,6 +134,19 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    """Run bench/run.py of this checkout with the given arguments."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+    if not script.exists():
+        print(
+            f"crm-kpi: no benchmark at {script}; `crm-kpi bench` runs from a"
+            " checkout of the repository",
+            file=sys.stderr,
+        )
+        return 2
+    return subprocess.run([sys.executable, str(script), *args.arguments]).returncode
+
+
 def _demo(args: argparse.Namespace) -> int:
     """Bring up the stack, run a worker fed by a live simulator, until Ctrl-C."""
     from stream import stack
@@ -225,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--directory", default="docs")
     docs.set_defaults(handler=_docs)
 
+    bench = commands.add_parser(
+        "bench",
+        help="throughput, delay and memory beside a bare consumer and a peer"
+        " (bench/run.py; its options follow, see docs/benchmarks.md)",
+        add_help=False,
+    )
+    bench.set_defaults(handler=_bench)
+
     demo = commands.add_parser(
         "demo", help="stack up, then a worker fed by a live simulator"
     )
@@ -235,7 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `crm-kpi` command line; return the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `bench` hands every argument after it to bench/run.py.
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.arguments = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command != "worker":
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
