@@ -421,6 +421,14 @@ async def publish() -> None:
     """
     update_lag()
     snapshots: list[KpiSnapshot] = []
+
+    # The worker given the admitted partition takes the state as soon as the
+    # tables are recovered, not at its first record: after a handover on a
+    # quiet stream, the previous owner's last checkpoint may hold every record,
+    # and then none comes. Faust clears `rebalancing` once the tables are
+    # recovered and the streams sought to their committed offsets.
+    if stage.engine is None and not app.rebalancing and holds_admitted():
+        stage.acquire()
     engine = stage.engine
 
     if engine is not None and engine.watermark_ms is not None:
@@ -451,6 +459,12 @@ class Feeds(Service):
         await reader.stop()
         await kafka_sink.stop()
         await redis_sink.stop()
+
+
+def holds_admitted() -> bool:
+    """Tell whether this worker is assigned the admitted topic's partition."""
+    name = admitted_topic.get_topic_name()
+    return any(tp.topic == name for tp in app.consumer.assignment())
 
 
 def update_lag() -> None:
