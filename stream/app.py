@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from faust.streams import Stream
+from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import EventT, StreamT
 from faust.web import Request, Response, View
 from mode import Service
@@ -42,6 +43,7 @@ from stream.errors import InvalidEventError
 from stream.exporters import KpiGauges, PipelineMetrics
 from stream.ingest import dead_letter_for, decode, to_reporting
 from stream.kpis import Admission, KpiEngine
+from stream.offsets import OffsetGuard, Verdict
 from stream.settings import Settings, get_settings
 from stream.sinks import FeedMetrics, KafkaSink, RedisSink
 from stream.snapshots import Snapshotter
@@ -127,6 +129,9 @@ positions: dict[Any, int] = {}
 lag_partitions: set[Any] = set()
 """Events-topic partitions whose consumer lag this worker exports."""
 
+events_guard = OffsetGuard(strict=False)
+admitted_guard = OffsetGuard(strict=True)
+
 INGEST_BATCH = 1000
 INGEST_WITHIN_SECONDS = 0.02
 
@@ -151,6 +156,16 @@ async def ingest(stream: StreamT[bytes]) -> None:
 
         for record in batch:
             message = record.message
+            # Faust keeps the offsets it sought to after an assignment in a
+            # private mapping; it is the only record of where a partition
+            # should resume.
+            consumer = cast(FaustConsumer, app.consumer)
+            committed = consumer._committed_offset.get(message.tp)
+            verdict = events_guard.check(message.tp, message.offset, committed)
+            if verdict is Verdict.SEEK:
+                await app.consumer.seek(message.tp, events_guard.target(message.tp))
+            if verdict is not Verdict.PROCESS:
+                continue
             positions[message.tp] = message.offset
             try:
                 event = to_reporting(decode(message.value, settings, now), settings)
@@ -248,6 +263,7 @@ class KpiStage:
         self.engine = None
         self.unacked.clear()
         self.produced_ms.clear()
+        admitted_guard.clear()
         self._values = {}
         self._values_at = -1
         gauges.clear()
@@ -293,6 +309,16 @@ async def compute(stream: StreamT[bytes]) -> None:
     async for record in manual.events():
         engine = stage.acquire()
         offset = record.message.offset
+
+        # The admitted topic's offsets are contiguous: a jump means the
+        # consumer skipped records, which the state must not go without.
+        tp = record.message.tp
+        verdict = admitted_guard.check(tp, offset, stage.applied_offset + 1)
+        if verdict is Verdict.SEEK:
+            await app.consumer.seek(tp, admitted_guard.target(tp))
+            continue
+        if verdict is Verdict.DROP and offset > stage.applied_offset:
+            continue
 
         # Records at or below the checkpoint's offset are in the state already.
         if offset > stage.applied_offset:
@@ -408,6 +434,7 @@ async def on_revoked(
     for tp in revoked:
         if tp.topic == settings.events_topic:
             positions.pop(tp, None)
+            events_guard.forget(tp)
             with contextlib.suppress(KeyError):
                 metrics.lag.remove(tp.topic, str(tp.partition))
 

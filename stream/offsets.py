@@ -62,6 +62,11 @@ class OffsetGuard:
         self._next.pop(tp, None)
         self._waiting.pop(tp, None)
 
+    def clear(self) -> None:
+        """Start afresh for every partition."""
+        self._next.clear()
+        self._waiting.clear()
+
     def check(self, tp: Hashable, offset: int, expected: int | None) -> Verdict:
         """Judge one record.
 
