@@ -63,6 +63,10 @@ app = App(
     topic_partitions=1,
     topic_replication_factor=settings.replication_factor,
     consumer_auto_offset_reset="earliest",
+    # A crashed worker's partitions wait this long before moving (Kafka's
+    # group session timeout); heartbeats go at a third of it, as Kafka asks.
+    broker_session_timeout=settings.kafka_session_timeout_seconds,
+    broker_heartbeat_interval=settings.kafka_session_timeout_seconds / 3,
     producer_acks=-1,
     broker_commit_interval=1.0,
     # `compute` holds acknowledgements until a checkpoint covers them; waiting

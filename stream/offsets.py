@@ -30,10 +30,15 @@ class Verdict(enum.Enum):
     SEEK = "seek"
 
 
+RESEEK_SECONDS = 1.0
+"""Least time between two seeks to the same missing offset."""
+
+
 @dataclass
 class _Waiting:
     target: int
     since: float
+    last_seek: float
 
 
 class OffsetGuard:
@@ -93,7 +98,8 @@ class OffsetGuard:
         if tp in self._next and not self._strict:
             return self._process(tp, offset)
 
-        self._waiting[tp] = _Waiting(target=wanted, since=self._clock())
+        now = self._clock()
+        self._waiting[tp] = _Waiting(target=wanted, since=now, last_seek=now)
         logger.warning(
             "records skipped by the consumer, reading them again"
             " partition=%s expected=%s received=%s",
@@ -117,8 +123,16 @@ class OffsetGuard:
             return self._process(tp, offset)
         if offset < waiting.target:
             return Verdict.DROP
-        if self._clock() - waiting.since < self._patience:
-            return Verdict.DROP
+
+        # Records the stream still held from beyond the gap move the consumer's
+        # read position past them as they are delivered, which undoes a seek
+        # made before them: seek again while they keep coming.
+        now = self._clock()
+        if now - waiting.since < self._patience:
+            if now - waiting.last_seek < RESEEK_SECONDS:
+                return Verdict.DROP
+            waiting.last_seek = now
+            return Verdict.SEEK
 
         # The expected offset never came back: it no longer exists (retention
         # deleted it) or never held a record. Go on from what is there.

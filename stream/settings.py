@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Partitions of the events topic when the worker creates it.",
     )
+    kafka_session_timeout_seconds: float = Field(
+        10.0,
+        ge=6,
+        le=300,
+        description="How long the group waits for a silent worker before its"
+        " partitions move to another: the recovery time after a crash.",
+    )
     dead_letter_topic: str = Field(
         "crm-events-dead", description="Topic of invalid records, with their reason."
     )

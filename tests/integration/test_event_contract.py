@@ -604,9 +604,8 @@ async def test_events_sent_again_after_a_crash_count_once(
     admitted_topic = f"{worker_run.environment['CRM_APP_ID']}-admitted"
 
     # A dead member leaves the consumer group only when its session times out
-    # (Faust's broker_session_timeout, 60 s by default); Faust reads this
-    # variable itself, so the next worker takes over after 10 s.
-    worker_run.environment["BROKER_SESSION_TIMEOUT"] = "10"
+    # (CRM_KAFKA_SESSION_TIMEOUT_SECONDS); the next worker takes over after it.
+    worker_run.environment["CRM_KAFKA_SESSION_TIMEOUT_SECONDS"] = "10"
     await create_topic(bootstrap, topic, 4)
     crashed = worker_run.start()
     wait_ready(worker_run, crashed)

@@ -31,10 +31,8 @@ PARTITIONS = 4
 
 WORKER_ENVIRONMENT = {
     # Kafka drops a member that stopped heartbeating after the session
-    # timeout (Faust's default: 60 s); until then the group cannot rebalance
-    # and the new worker waits. A crash detected in 10 s keeps the test short;
-    # Faust reads the setting from this environment variable.
-    "BROKER_SESSION_TIMEOUT": "10",
+    # timeout; until then the group cannot rebalance and the new worker waits.
+    "CRM_KAFKA_SESSION_TIMEOUT_SECONDS": "10",
     # The worker takes the log in seconds: checkpoints four times a second
     # leave several behind before the crash.
     "CRM_CHECKPOINT_INTERVAL_SECONDS": "0.25",

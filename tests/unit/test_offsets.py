@@ -65,12 +65,28 @@ def test_a_strict_guard_seeks_on_any_gap() -> None:
     assert guard.target(TP) == 11
 
 
+def test_stale_records_after_a_second_ask_for_the_seek_again() -> None:
+    clock = FakeClock()
+    guard = OffsetGuard(strict=True, clock=clock)
+    guard.check(TP, 50, expected=40)
+
+    clock.now = 0.5
+    soon = guard.check(TP, 51, expected=40)
+    clock.now = 1.5
+    later = guard.check(TP, 52, expected=40)
+    clock.now = 1.7
+    after_that = guard.check(TP, 53, expected=40)
+
+    assert (soon, later, after_that) == (Verdict.DROP, Verdict.SEEK, Verdict.DROP)
+    assert guard.target(TP) == 40
+
+
 def test_an_expected_offset_that_never_comes_is_given_up_after_the_patience() -> None:
     clock = FakeClock()
     guard = OffsetGuard(strict=True, patience_seconds=30, clock=clock)
     guard.check(TP, 50, expected=40)
 
-    clock.now = 29.0
+    clock.now = 0.5
     before = guard.check(TP, 51, expected=40)
     clock.now = 31.0
     after = guard.check(TP, 52, expected=40)
