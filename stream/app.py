@@ -156,7 +156,7 @@ async def ingest(stream: StreamT[bytes]) -> None:
         now = datetime.now(UTC)
         admitted: list[Source] = []
         pending = []
-        metrics.consumed.labels(settings.events_topic).inc(len(batch))
+        taken = 0
 
         for record in batch:
             message = record.message
@@ -165,11 +165,18 @@ async def ingest(stream: StreamT[bytes]) -> None:
             # should resume.
             consumer = cast(FaustConsumer, app.consumer)
             committed = consumer._committed_offset.get(message.tp)
+            if committed is None and not events_guard.knows(message.tp):
+                # No committed offset yet: the group reads from the start of
+                # the partition (auto_offset_reset=earliest), so that is where
+                # the first record must be.
+                earliest = await consumer.earliest_offsets(message.tp)
+                committed = earliest.get(message.tp)
             verdict = events_guard.check(message.tp, message.offset, committed)
             if verdict is Verdict.SEEK:
                 await app.consumer.seek(message.tp, events_guard.target(message.tp))
             if verdict is not Verdict.PROCESS:
                 continue
+            taken += 1
             positions[message.tp] = message.offset
             try:
                 event = to_reporting(decode(message.value, settings, now), settings)
@@ -201,6 +208,8 @@ async def ingest(stream: StreamT[bytes]) -> None:
             produced_ms = int(message.timestamp * 1000)
             admitted.append((message.partition, message.offset, produced_ms, event))
 
+        # Records dropped to be read again are counted when they come back.
+        metrics.consumed.labels(settings.events_topic).inc(taken)
         if admitted:
             value = encode_batch(settings.events_topic, admitted)
             pending.append(await admitted_topic.send(value=value))

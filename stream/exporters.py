@@ -24,7 +24,7 @@ class PipelineMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.consumed = Counter(
             "crm_records_consumed",
-            "Records read from the events topic.",
+            "Records of the events topic taken for validation.",
             ["topic"],
             registry=registry,
         )

@@ -67,6 +67,10 @@ class OffsetGuard:
         self._next.pop(tp, None)
         self._waiting.pop(tp, None)
 
+    def knows(self, tp: Hashable) -> bool:
+        """Tell whether the guard has followed `tp` since it was last forgotten."""
+        return tp in self._next or tp in self._waiting
+
     def clear(self) -> None:
         """Start afresh for every partition."""
         self._next.clear()

@@ -108,3 +108,11 @@ def test_forgetting_a_partition_starts_it_afresh() -> None:
     guard.forget(TP)
 
     assert guard.check(TP, 3, expected=3) is Verdict.PROCESS
+
+
+def test_the_guard_knows_a_partition_once_it_has_judged_a_record_of_it() -> None:
+    guard = OffsetGuard(strict=False)
+    before = guard.knows(TP)
+    guard.check(TP, 0, expected=0)
+
+    assert (before, guard.knows(TP)) == (False, True)
