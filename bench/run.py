@@ -49,6 +49,7 @@ from typing import Any
 import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -56,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 from stream import simulator  # noqa: E402
 from stream.producer import record_key, send  # noqa: E402
 from stream.settings import Settings  # noqa: E402
+from stream.topics import ensure_topics  # noqa: E402
 
 PEER_VENV = ROOT / ".cache" / "bench-peer"
 PEER_REQUIREMENTS = ROOT / "bench" / "requirements-peer.txt"
@@ -303,6 +305,13 @@ async def load(
     """Produce the simulated events into a fresh topic of 4 partitions."""
     start = datetime.now(UTC) - timedelta(days=days)
     topic_settings = settings.model_copy(update={"events_partitions": PARTITIONS})
+    # Quix Streams gives its repartition and changelog topics the retention of
+    # this one and stamps their records with event time, a month old: with a
+    # week's retention the broker would delete them before they are read.
+    await ensure_topics(
+        settings,
+        [NewTopic(topic, PARTITIONS, 1, topic_configs={"retention.ms": "-1"})],
+    )
     delivery = await send(
         simulated(events, days, seed, start), topic_settings, topic=topic
     )
