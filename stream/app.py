@@ -29,7 +29,7 @@ from typing import Any, cast
 
 from faust.streams import Stream
 from faust.transport.consumer import Consumer as FaustConsumer
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 from faust.web import Request, Response, View
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -460,6 +460,9 @@ async def publish() -> None:
     up with the snapshots it kept.
     """
     update_lag()
+    for guard in (events_guard, admitted_guard):
+        for tp, target in guard.overdue():
+            await app.consumer.seek(cast(TP, tp), target)
     snapshots: list[KpiSnapshot] = []
 
     # The worker given the admitted partition takes the state as soon as the

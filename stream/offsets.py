@@ -113,6 +113,21 @@ class OffsetGuard:
         )
         return Verdict.SEEK
 
+    def overdue(self) -> list[tuple[Hashable, int]]:
+        """Return the partitions to seek again, with their targets.
+
+        A seek undone by stale records leaves nothing to arrive once the
+        stream has delivered them all, so the waiting partitions are sought
+        again on a clock too, not only when a record comes.
+        """
+        now = self._clock()
+        due = []
+        for tp, waiting in self._waiting.items():
+            if now - waiting.last_seek >= RESEEK_SECONDS:
+                waiting.last_seek = now
+                due.append((tp, waiting.target))
+        return due
+
     def target(self, tp: Hashable) -> int:
         """Return the offset a SEEK verdict asks to seek `tp` to."""
         return self._waiting[tp].target

@@ -116,3 +116,18 @@ def test_the_guard_knows_a_partition_once_it_has_judged_a_record_of_it() -> None
     guard.check(TP, 0, expected=0)
 
     assert (before, guard.knows(TP)) == (False, True)
+
+
+def test_a_waiting_partition_is_sought_again_on_the_clock() -> None:
+    clock = FakeClock()
+    guard = OffsetGuard(strict=True, clock=clock)
+    guard.check(TP, 50, expected=40)
+
+    clock.now = 0.5
+    early = guard.overdue()
+    clock.now = 1.2
+    due = guard.overdue()
+    clock.now = 1.5
+    again = guard.overdue()
+
+    assert (early, due, again) == ([], [(TP, 40)], [])
