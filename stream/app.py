@@ -526,11 +526,19 @@ def update_lag() -> None:
             metrics.lag.remove(tp.topic, str(tp.partition))
     lag_partitions.intersection_update(assigned)
 
+    read_offsets = cast(FaustConsumer, app.consumer)._read_offset
     for tp in assigned:
         highwater = app.consumer.highwater(tp)
         if highwater is None:
             continue
-        lag = max(0, highwater - (positions.get(tp, -1) + 1))
+        # Before its first record the partition's position is where the
+        # consumer will read next: the committed offset it sought to, or the
+        # start of the partition when the group has committed none.
+        taken = positions.get(tp)
+        position = taken + 1 if taken is not None else read_offsets.get(tp)
+        if position is None:
+            position = 0
+        lag = max(0, highwater - position)
         metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
         lag_partitions.add(tp)
 
