@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+# The closed vocabularies are the event contract's; the catalogue reports by them.
+from schemas.events import CHANNELS as CHANNELS
+from schemas.events import COMPLAINT_CATEGORIES as COMPLAINT_CATEGORIES
+from schemas.events import LOST_REASONS as LOST_REASONS
 from stream.errors import CatalogueError
 
 ROLLING_WINDOWS = ("1h", "24h", "7d", "30d")
@@ -25,31 +29,6 @@ MONTHLY = ("month", "last_month")
 DAILY = ("day",)
 AT_WATERMARK = ("now",)
 """The pseudo-window of KPIs that are a state at the watermark, not a window."""
-
-CHANNELS = (
-    "organic",
-    "paid_search",
-    "paid_social",
-    "social",
-    "email",
-    "referral",
-    "direct",
-    "events",
-    "partner",
-    "other",
-)
-LOST_REASONS = (
-    "price",
-    "competitor",
-    "timing",
-    "no_budget",
-    "no_decision",
-    "product_fit",
-    "communication",
-    "quality",
-    "other",
-)
-COMPLAINT_CATEGORIES = ("product", "service", "billing", "delivery", "other")
 
 OVERALL = "all"
 """Dimension value of the overall figure of a dimensioned series."""
