@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -113,7 +114,12 @@ class AdmittedRecord:
 
 async def admitted_records(bootstrap: str, run: WorkerRun) -> list[AdmittedRecord]:
     """Read the whole admitted topic of a run, in offset order."""
-    tp = TopicPartition(f"{run.environment['CRM_APP_ID']}-admitted", 0)
+    return await read_admitted(bootstrap, run.environment["CRM_APP_ID"])
+
+
+async def read_admitted(bootstrap: str, app_id: str) -> list[AdmittedRecord]:
+    """Read the single-partition admitted topic of an app to its end, with offsets."""
+    tp = TopicPartition(f"{app_id}-admitted", 0)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
     )
@@ -246,3 +252,36 @@ async def eventually(
             return
         await asyncio.sleep(interval)
     pytest.fail(f"timed out after {timeout} s waiting for {what()}")
+
+
+def lead_events(start: datetime, created: int, converted: int) -> list[bytes]:
+    """Return `created` new leads, the first `converted` of them converted."""
+    records = []
+    for number in range(created):
+        records.append(
+            orjson.dumps(
+                {
+                    "event_id": f"created-{number}",
+                    "type": "lead.created",
+                    "occurred_at": (start + timedelta(seconds=30 * number)).isoformat(),
+                    "schema_version": 1,
+                    "lead_id": f"lead-{number}",
+                    "channel": "organic",
+                }
+            )
+        )
+    for number in range(converted):
+        records.append(
+            orjson.dumps(
+                {
+                    "event_id": f"converted-{number}",
+                    "type": "lead.converted",
+                    "occurred_at": (start + timedelta(minutes=20 + number)).isoformat(),
+                    "schema_version": 1,
+                    "lead_id": f"lead-{number}",
+                    "customer_id": f"customer-{number}",
+                    "channel": "organic",
+                }
+            )
+        )
+    return records

@@ -17,7 +17,6 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from schemas.admitted import AdmittedBatch, AdmittedEvent
 from schemas.api import KpiListing
 from schemas.dead_letters import DeadLetter
 from schemas.events import Event
@@ -34,6 +33,7 @@ from tests.integration.conftest import (
     metric_value,
     wait_until,
 )
+from tests.integration.event_logs import AdmittedRecord
 from tests.reference import ReferenceResult, admit, reference_kpis
 
 OUTCOMES = ("applied", "duplicate", "late")
@@ -82,37 +82,6 @@ async def produce_records(
         for r in records
     )
     await send(pairs, settings, topic=topic)
-
-
-@dataclass(frozen=True)
-class AdmittedRecord:
-    """One record of the admitted topic: its offset and the events it forwards."""
-
-    offset: int
-    events: list[AdmittedEvent]
-
-
-async def read_admitted(bootstrap: str, app_id: str) -> list[AdmittedRecord]:
-    """Read the single-partition admitted topic to its end, with offsets."""
-    topic = f"{app_id}-admitted"
-    tp = TopicPartition(topic, 0)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
-    )
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        records: list[AdmittedRecord] = []
-        while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=1000)
-            for message in batch.get(tp, []):
-                value = AdmittedBatch.model_validate_json(message.value)
-                records.append(AdmittedRecord(message.offset, value.events))
-        return records
-    finally:
-        await consumer.stop()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from tests.integration.conftest import (
     read_to_end,
     wait_until,
 )
+from tests.integration.event_logs import read_admitted
 from tests.integration.faults import (
     Incarnation,
     acquisitions,
@@ -41,7 +42,6 @@ from tests.integration.faults import (
     outcomes_between,
     payload_of,
     produce_records,
-    read_admitted,
     records_consumed,
     redis_snapshots,
     redis_up,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import orjson
-
 from stream.settings import Settings
 from tests.integration.conftest import (
     WorkerRun,
@@ -15,38 +13,7 @@ from tests.integration.conftest import (
     prometheus_query,
     wait_until,
 )
-
-
-def _lead_events(start: datetime, created: int, converted: int) -> list[bytes]:
-    records = []
-    for number in range(created):
-        records.append(
-            orjson.dumps(
-                {
-                    "event_id": f"created-{number}",
-                    "type": "lead.created",
-                    "occurred_at": (start + timedelta(seconds=30 * number)).isoformat(),
-                    "schema_version": 1,
-                    "lead_id": f"lead-{number}",
-                    "channel": "organic",
-                }
-            )
-        )
-    for number in range(converted):
-        records.append(
-            orjson.dumps(
-                {
-                    "event_id": f"converted-{number}",
-                    "type": "lead.converted",
-                    "occurred_at": (start + timedelta(minutes=20 + number)).isoformat(),
-                    "schema_version": 1,
-                    "lead_id": f"lead-{number}",
-                    "customer_id": f"customer-{number}",
-                    "channel": "organic",
-                }
-            )
-        )
-    return records
+from tests.integration.event_logs import lead_events
 
 
 async def test_lead_conversion_reaches_metrics_and_prometheus(
@@ -55,7 +22,7 @@ async def test_lead_conversion_reaches_metrics_and_prometheus(
     await create_topic(stack_settings.kafka_bootstrap, worker_run.events_topic, 4)
     worker_run.start()
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
-    records = _lead_events(start, created=40, converted=10)
+    records = lead_events(start, created=40, converted=10)
     records.append(b"this is not json")
     await produce(
         stack_settings.kafka_bootstrap,

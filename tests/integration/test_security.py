@@ -25,6 +25,7 @@ from stream.producer import send
 from stream.settings import Settings
 from stream.sinks import latest_key
 from tests.integration.conftest import WorkerRun, metric_value, wait_until
+from tests.integration.event_logs import lead_events
 from tests.integration.secured import SecuredServices, free_port, run, secured_services
 
 # The worker's own pages, and Faust's index page at "/".
@@ -66,39 +67,6 @@ def secured_worker(
     yield worker
     for process in worker.processes:
         worker.stop(process)
-
-
-def lead_events(start: datetime, created: int, converted: int) -> list[bytes]:
-    """Return `created` new leads, the first `converted` of them converted."""
-    records = []
-    for number in range(created):
-        records.append(
-            orjson.dumps(
-                {
-                    "event_id": f"created-{number}",
-                    "type": "lead.created",
-                    "occurred_at": (start + timedelta(seconds=30 * number)).isoformat(),
-                    "schema_version": 1,
-                    "lead_id": f"lead-{number}",
-                    "channel": "organic",
-                }
-            )
-        )
-    for number in range(converted):
-        records.append(
-            orjson.dumps(
-                {
-                    "event_id": f"converted-{number}",
-                    "type": "lead.converted",
-                    "occurred_at": (start + timedelta(minutes=20 + number)).isoformat(),
-                    "schema_version": 1,
-                    "lead_id": f"lead-{number}",
-                    "customer_id": f"customer-{number}",
-                    "channel": "organic",
-                }
-            )
-        )
-    return records
 
 
 def test_worker_computes_kpis_over_sasl_ssl_and_tls_redis(
